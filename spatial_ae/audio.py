@@ -1,0 +1,93 @@
+"""Read WAV clips as the 1 s, 16 kHz mono float32 arrays the features expect."""
+
+from __future__ import annotations
+
+import re
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from scipy.signal import resample_poly
+
+SAMPLE_RATE = 16000
+CLIP_SAMPLES = 16000
+
+_REEXPORT_FIX = "Fix: re-export it as 16-bit PCM WAV or delete it; it will be skipped."
+# libsndfile logs e.g. "data : 32000 (should be 15978)" when the data chunk is cut short.
+_SHORT_DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+class AudioError(ValueError):
+    """A clip that cannot be used; the message names the file and the fix."""
+
+
+def load_clip(path) -> np.ndarray:
+    """Read a WAV file as float32 (16000,): 16 kHz mono, first second, zero-padded.
+
+    The scale is libsndfile's (int16 / 32768 for 16-bit PCM), i.e. the same
+    values ``librosa.load(path, sr=None)`` returns for a 16 kHz file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"clip {path}: file not found. Fix: check the path or the data folder.")
+    if path.stat().st_size == 0:
+        raise AudioError(f"clip {path}: empty file (0 bytes). {_REEXPORT_FIX}")
+    try:
+        with soundfile.SoundFile(str(path)) as wav:
+            sample_rate = wav.samplerate
+            _check_not_truncated(wav, path)
+            # Read 1 s plus a 0.1 s margin for the resampling filter, not whole long files.
+            samples = wav.read(frames=sample_rate + sample_rate // 10 + 1,
+                               dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    except (RuntimeError, ValueError, TypeError, OSError) as error:
+        raise AudioError(f"clip {path}: not a readable WAV file ({error}). {_REEXPORT_FIX}") from None
+    return to_clip(samples, sample_rate, source=str(path))
+
+
+def to_clip(samples: np.ndarray, sample_rate: int, source: str = "<array>") -> np.ndarray:
+    """Normalise in-memory audio (n,) or (n, channels) to float32 (16000,) at 16 kHz.
+
+    Channels are averaged, other rates are resampled with ``resample_poly``,
+    longer audio keeps its first second and shorter audio is zero-padded at the end.
+    """
+    samples = np.asarray(samples)
+    if np.issubdtype(samples.dtype, np.signedinteger):  # PCM: int16 / 32768, like libsndfile
+        samples = samples.astype(np.float32) / np.float32(2 ** (8 * samples.dtype.itemsize - 1))
+    elif not np.issubdtype(samples.dtype, np.floating):
+        raise AudioError(f"clip {source}: unsupported sample type {samples.dtype}. "
+                         "Fix: pass float samples in [-1, 1] or signed PCM integers.")
+    samples = samples.astype(np.float32, copy=False)
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
+    if samples.ndim != 1:
+        raise AudioError(f"clip {source}: expected (samples,) or (samples, channels) audio, "
+                         f"got shape {samples.shape}. Fix: pass a mono or multichannel waveform.")
+    if samples.size == 0:
+        raise AudioError(f"clip {source}: zero-length audio. {_REEXPORT_FIX}")
+    if not np.isfinite(samples).all():
+        raise AudioError(f"clip {source}: contains NaN or infinite samples. {_REEXPORT_FIX}")
+    sample_rate = int(sample_rate)
+    if sample_rate <= 0:
+        raise AudioError(f"clip {source}: invalid sample rate {sample_rate}. {_REEXPORT_FIX}")
+    if sample_rate != SAMPLE_RATE:
+        divisor = gcd(sample_rate, SAMPLE_RATE)
+        keep = sample_rate + sample_rate // 10  # 1 s plus a margin for the filter
+        samples = resample_poly(samples[:keep], SAMPLE_RATE // divisor, sample_rate // divisor)
+        samples = samples.astype(np.float32, copy=False)
+    clip = np.zeros(CLIP_SAMPLES, dtype=np.float32)
+    used = min(CLIP_SAMPLES, samples.shape[0])
+    clip[:used] = samples[:used]
+    return clip
+
+
+def _check_not_truncated(wav: soundfile.SoundFile, path: Path) -> None:
+    """Raise AudioError when the data chunk holds fewer bytes than the header declares."""
+    match = _SHORT_DATA_CHUNK.search(wav.extra_info)
+    if match and int(match.group(2)) < int(match.group(1)):
+        declared, present = int(match.group(1)), int(match.group(2))
+        raise AudioError(f"clip {path}: truncated WAV (header declares {declared} data bytes, "
+                         f"file holds {present}). {_REEXPORT_FIX}")
+

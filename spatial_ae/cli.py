@@ -1,0 +1,46 @@
+"""Command line of the entry points: `python entrypoints/<step>.py --name value ...`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .errors import UserError
+from .params import STEPS, ParameterError, parse_step_params
+
+# step name -> "module:function"; each function takes the parsed parameters as keywords.
+STEP_FUNCTIONS = {
+    "featurize": "spatial_ae.featurize:featurize",
+    "pretrain": "spatial_ae.pretrain:pretrain",
+    "evaluate": "spatial_ae.evaluate:evaluate",
+    "summarize": "spatial_ae.summarize:summarize",
+    "main": "spatial_ae.workflow:main",
+}
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    from .audio import AudioError
+    from .download import DownloadError
+
+    return (ParameterError, UserError, AudioError, DownloadError)
+
+
+def step_function(step: str):
+    module, function = STEP_FUNCTIONS[step].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def main(step: str, argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=step, description=f"Spatial AE: the {step} step")
+    for spec in STEPS[step]:
+        parser.add_argument(f"--{spec.name}", default=spec.default, help=f"{spec.help} (default: {spec.default})")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        params = parse_step_params(step, vars(args))
+        step_function(step)(**params)
+    except user_errors() as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

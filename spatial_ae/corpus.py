@@ -1,0 +1,142 @@
+"""Corpora in Google Speech Commands layout, and the paper's splits.
+
+One folder per word, `testing_list.txt` and `validation_list.txt` at the root. The paper's splits:
+unlabelled = clips in neither list, labelled training pool = the validation list, test = the testing list.
+Three sources: a local directory, the official archives (downloaded once), the embedded synthetic corpus.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+UNLABELLED, TRAIN, TEST = "unlabelled", "train", "test"
+SPLITS = (UNLABELLED, TRAIN, TEST)
+LIST_FILES = {TRAIN: "validation_list.txt", TEST: "testing_list.txt"}
+SYNTHETIC = "synthetic"
+DOWNLOADABLE = ("speech_commands_v0.01", "speech_commands_v0.02")
+
+
+class CorpusError(UserError):
+    """A corpus that cannot be read; the message names the path and the fix."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One clip: its word, its path relative to the corpus root and its split."""
+
+    root: Path
+    path: str
+    word: str
+    split: str
+
+    @property
+    def file(self) -> Path:
+        return self.root / self.path
+
+    def audio(self) -> tuple[np.ndarray, int]:
+        """The clip as 16 kHz mono float32, padded or trimmed to 1 s, and its sample rate."""
+        from .audio import SAMPLE_RATE, load_clip
+
+        return load_clip(self.file), SAMPLE_RATE
+
+
+@dataclass
+class Corpus:
+    name: str
+    root: Path
+    source: str
+    words: tuple[str, ...]
+    clips: list[Clip]
+    warnings: list[str] = field(default_factory=list)
+
+    def split(self, name: str) -> list[Clip]:
+        return [clip for clip in self.clips if clip.split == name]
+
+    def fingerprint(self) -> str:
+        """Identity of the corpus content: the listed clips, their splits and file sizes."""
+        digest = hashlib.sha1()
+        for clip in self.clips:
+            digest.update(f"{clip.path}\t{clip.split}\t{clip.file.stat().st_size}\n".encode())
+        return digest.hexdigest()[:16]
+
+
+def open_corpus(dataset: str, synthetic_clips_per_word: int = 100, seed: int = 0) -> Corpus:
+    """The corpus named by the `dataset` parameter: 'synthetic', a downloadable name, or a directory."""
+    if dataset == SYNTHETIC:
+        from .synthetic import synthetic_corpus
+
+        root = synthetic_corpus(clips_per_word=synthetic_clips_per_word, seed=seed)
+        return read_corpus_dir(root, name=f"synthetic-cpw{synthetic_clips_per_word}-seed{seed}", source=str(root))
+    if dataset in DOWNLOADABLE:
+        from .download import SPEECH_COMMANDS_URLS, download_speech_commands
+
+        root = download_speech_commands(dataset)
+        return read_corpus_dir(root, name=dataset, source=SPEECH_COMMANDS_URLS[dataset])
+    path = Path(dataset).expanduser()
+    if not path.exists():
+        raise CorpusError(
+            f"dataset {dataset!r} is neither 'synthetic', one of {', '.join(DOWNLOADABLE)}, nor an existing directory. "
+            f"Fix: pass -P dataset=/path/to/folder with one sub-folder of WAVs per word.")
+    return read_corpus_dir(path)
+
+
+def read_corpus_dir(root: Path, name: str | None = None, source: str | None = None) -> Corpus:
+    """Read a Speech Commands layout folder; `_background_noise_` and hidden folders are not words."""
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise CorpusError(f"corpus folder {root} does not exist or is not a folder. "
+                          f"Fix: pass a folder with one sub-folder of WAV clips per word.")
+    warnings: list[str] = []
+    files_by_word: dict[str, list[str]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
+        wavs = sorted(f"{folder.name}/{f.name}" for f in folder.iterdir() if f.suffix.lower() == ".wav" and f.is_file())
+        if wavs:
+            files_by_word[folder.name] = wavs
+        else:
+            warnings.append(f"word folder {folder} has no .wav clips; skipped")
+    if not files_by_word:
+        raise CorpusError(f"corpus folder {root} has no word folders with .wav clips. "
+                          f"Fix: lay it out as <root>/<word>/<clip>.wav (Speech Commands layout).")
+
+    all_paths = {path for paths in files_by_word.values() for path in paths}
+    split_of = _read_split_lists(root, all_paths, warnings)
+    clips = [Clip(root, path, word, split_of.get(path, UNLABELLED))
+             for word, paths in files_by_word.items() for path in paths]
+    for message in warnings:
+        log.warning(message)
+    return Corpus(name=name or root.name, root=root, source=source or str(root),
+                  words=tuple(files_by_word), clips=clips, warnings=warnings)
+
+
+def _read_split_lists(root: Path, all_paths: set[str], warnings: list[str]) -> dict[str, str]:
+    """Map listed clip paths to their split; missing lists are made from the speaker hash, as Google did."""
+    split_of: dict[str, str] = {}
+    missing_lists = [name for name in LIST_FILES.values() if not (root / name).is_file()]
+    if missing_lists:
+        from .synthetic import which_set
+
+        warnings.append(
+            f"{', '.join(missing_lists)} not found in {root}: splits made from a hash of the speaker "
+            f"(Speech Commands' own rule, 10% validation, 10% testing). Add the lists to fix the splits yourself.")
+        official = {"validation": TRAIN, "testing": TEST}
+        return {path: official[s] for path in all_paths if (s := which_set(path)) in official}
+    for split, list_name in LIST_FILES.items():
+        lines = [line.strip() for line in (root / list_name).read_text().splitlines() if line.strip()]
+        absent = [line for line in lines if line not in all_paths]
+        if absent:
+            warnings.append(f"{list_name}: {len(absent)} of {len(lines)} entries name clips not in {root} "
+                            f"(e.g. {absent[0]}); ignored")
+        for line in lines:
+            if line in all_paths:
+                if split_of.setdefault(line, split) != split:
+                    raise CorpusError(f"{line} is in both {LIST_FILES[TRAIN]} and {LIST_FILES[TEST]} of {root}. "
+                                      f"Fix: keep it in one list.")
+    return split_of

@@ -1,0 +1,5 @@
+"""Errors the user can fix: the command line prints their message, not a traceback."""
+
+
+class UserError(Exception):
+    """Bad input or set-up; the message names the file or parameter and the fix."""

@@ -1,0 +1,122 @@
+"""The evaluate step: a DNN on an encoder's embeddings against the MFCC-CNN benchmark, on the same clips.
+
+Each simulation draws its own labelled sample from its seed: 2 x lbl_trai_size clips of the labelled pool,
+half to train, half for early stopping. Both models are tested on the same test clips.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+
+from . import registry, tracking
+from .corpus import TEST, TRAIN
+from .featurize import FeatureSet, load_feature_set
+from .metrics import ClassificationReport, classification_report
+from .models import build_dnn_probe, build_mfcc_cnn
+from .plots import confusion_figure
+from .training import fit, seed_everything
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_BATCH_SIZE = 32
+EMBEDDING_DNN, MFCC_CNN = "embedding_dnn", "mfcc_cnn"
+MODEL_TITLES = {EMBEDDING_DNN: "encoder embeddings + DNN", MFCC_CNN: "MFCC + CNN (benchmark)"}
+
+
+def evaluate(featurize_run_id: str, encoder_uri: str, dnn_epochs: int, cnn_epochs: int, patience: int,
+             lbl_trai_size: int, seed: int) -> dict[str, float]:
+    """Run the evaluate step; returns the summary metrics of both models."""
+    params = dict(featurize_run_id=featurize_run_id, encoder_uri=encoder_uri, dnn_epochs=dnn_epochs,
+                  cnn_epochs=cnn_epochs, patience=patience, lbl_trai_size=lbl_trai_size, seed=seed)
+    tracking.check_tracking_server()
+    feature_set = load_feature_set(featurize_run_id)
+    with tracking.step_run("evaluate", params, run_name=f"evaluate-seed{seed}"):
+        return evaluate_encoder(feature_set, **params)
+
+
+def load_keras_encoder(encoder_uri: str) -> keras.Model:
+    """The Keras encoder (MFCC in) behind a registered or logged encoder URI."""
+    try:
+        return mlflow.pyfunc.load_model(encoder_uri).unwrap_python_model().encoder
+    except (AttributeError, mlflow.exceptions.MlflowException):
+        return mlflow.keras.load_model(encoder_uri)
+
+
+def labelled_sample(feature_set: FeatureSet, lbl_trai_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """This simulation's labelled training clips and early-stopping clips (indices into the feature set)."""
+    pool = feature_set.indices(TRAIN)
+    drawn = np.random.default_rng(seed).permutation(pool)[: 2 * lbl_trai_size]
+    half = len(drawn) // 2
+    return drawn[:half], drawn[half:]
+
+
+def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri: str, dnn_epochs: int,
+                     cnn_epochs: int, patience: int, lbl_trai_size: int, seed: int) -> dict[str, float]:
+    """Train and test both classifiers in the active run; log metrics, tables and figures."""
+    train, stop = labelled_sample(feature_set, lbl_trai_size, seed)
+    test = feature_set.indices(TEST)
+    if len(train) == 0 or len(stop) == 0:
+        raise ValueError(f"the labelled pool has {len(feature_set.indices(TRAIN))} clips: too few to train and early-stop")
+    mlflow.log_metrics({"labelled_train_clips": len(train), "early_stopping_clips": len(stop), "test_clips": len(test)})
+    encoder = load_keras_encoder(encoder_uri)
+    embeddings = np.asarray(encoder.predict(feature_set.mfcc, batch_size=1024, verbose=0), dtype=np.float32)
+    num_classes = len(feature_set.words)
+    labels = feature_set.labels
+
+    reports = {}
+    seed_everything(seed)
+    dnn = build_dnn_probe(embeddings.shape[1], num_classes)
+    reports[EMBEDDING_DNN] = _train_and_test(dnn, keras.optimizers.Nadam(), embeddings, labels, train, stop, test,
+                                             dnn_epochs, patience, feature_set.words, EMBEDDING_DNN)
+    seed_everything(seed)
+    cnn = build_mfcc_cnn(num_classes)
+    reports[MFCC_CNN] = _train_and_test(cnn, keras.optimizers.Adamax(), feature_set.mfcc, labels, train, stop, test,
+                                        cnn_epochs, patience, feature_set.words, MFCC_CNN)
+    summary = {}
+    for model, report in reports.items():
+        summary |= report.summary_metrics(model)
+    summary["accuracy_difference"] = reports[EMBEDDING_DNN].accuracy - reports[MFCC_CNN].accuracy
+    mlflow.log_metrics(summary)
+    _log_tables(reports, feature_set, embeddings)
+    registry.record_accuracy(encoder_uri, reports[EMBEDDING_DNN].accuracy)
+    log.info("evaluate: %s accuracy %.3f, %s accuracy %.3f", EMBEDDING_DNN, reports[EMBEDDING_DNN].accuracy,
+             MFCC_CNN, reports[MFCC_CNN].accuracy)
+    return summary
+
+
+def _train_and_test(model: keras.Model, optimizer, inputs: np.ndarray, labels: np.ndarray, train, stop, test,
+                    epochs: int, patience: int, words, prefix: str) -> ClassificationReport:
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    fit(model, inputs[train], labels[train], (inputs[stop], labels[stop]), epochs=epochs, patience=patience,
+        batch_size=CLASSIFIER_BATCH_SIZE, prefix=prefix)
+    predicted = np.argmax(model.predict(inputs[test], batch_size=1024, verbose=0), axis=1)
+    return classification_report(labels[test], predicted, words)
+
+
+def _log_tables(reports: dict[str, ClassificationReport], feature_set: FeatureSet, embeddings: np.ndarray) -> None:
+    per_class = pd.concat([report.per_class_table(model) for model, report in reports.items()], ignore_index=True)
+    mlflow.log_table(per_class, "evaluation/per_class_metrics.json")
+    words = np.asarray(feature_set.words)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        per_class.to_csv(folder / "per_class_metrics.csv", index=False)
+        for model, report in reports.items():
+            report.confusion_table().to_csv(folder / f"confusion_{model}.csv")
+        # per-word mean vectors of the test clips, for the summary's PCA figures
+        test = feature_set.indices(TEST)
+        for name, vectors in (("mfcc", feature_set.mfcc), ("embedding", embeddings)):
+            frame = pd.DataFrame(vectors[test]).groupby(words[feature_set.labels[test]]).mean()
+            frame.rename_axis("word").to_csv(folder / f"mean_{name}_per_word.csv")
+        mlflow.log_artifacts(str(folder), "evaluation")
+    for model, report in reports.items():
+        figure = confusion_figure(report.confusion, feature_set.words, f"{MODEL_TITLES[model]}: accuracy {report.accuracy:.3f}")
+        mlflow.log_figure(figure, f"evaluation/confusion_{model}.png")
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)

@@ -1,0 +1,65 @@
+"""Classification metrics of the paper, the right way round.
+
+precision of word w = share of the clips predicted as w that are w; recall of w = share of the clips of w
+predicted as w (the original code passed scikit-learn's arguments swapped, exchanging the two).
+WER = 1 - accuracy, a fraction for every model.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+
+@dataclass
+class ClassificationReport:
+    words: tuple[str, ...]
+    accuracy: float
+    precision: np.ndarray  # per word
+    recall: np.ndarray  # per word
+    support: np.ndarray  # test clips per word
+    weighted_precision: float
+    weighted_recall: float
+    confusion: np.ndarray  # rows: true word, columns: predicted word
+
+    @property
+    def wer(self) -> float:
+        return 1.0 - self.accuracy
+
+    def summary_metrics(self, prefix: str) -> dict[str, float]:
+        """Flat MLflow metrics: accuracy, WER, weighted and per-word precision and recall."""
+        values = {f"{prefix}_accuracy": self.accuracy, f"{prefix}_wer": self.wer,
+                  f"{prefix}_weighted_precision": self.weighted_precision,
+                  f"{prefix}_weighted_recall": self.weighted_recall}
+        for word, precision, recall in zip(self.words, self.precision, self.recall):
+            values[f"{prefix}_precision_{metric_safe(word)}"] = float(precision)
+            values[f"{prefix}_recall_{metric_safe(word)}"] = float(recall)
+        return values
+
+    def per_class_table(self, model: str) -> pd.DataFrame:
+        return pd.DataFrame({"model": model, "word": self.words, "precision": self.precision,
+                             "recall": self.recall, "support": self.support})
+
+    def confusion_table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.confusion, index=pd.Index(self.words, name="true"),
+                            columns=pd.Index(self.words, name="predicted"))
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, words: tuple[str, ...]) -> ClassificationReport:
+    """Metrics of predicted word indices against true ones; words absent from both score 0."""
+    labels = np.arange(len(words))
+    precision, recall, _, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    weighted_precision, weighted_recall, _, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average="weighted", zero_division=0)
+    return ClassificationReport(words=tuple(words), accuracy=float(np.mean(y_true == y_pred)),
+                                precision=precision, recall=recall, support=support,
+                                weighted_precision=float(weighted_precision), weighted_recall=float(weighted_recall),
+                                confusion=confusion_matrix(y_true, y_pred, labels=labels))
+
+
+def metric_safe(name: str) -> str:
+    """A word as an MLflow metric name part."""
+    return re.sub(r"[^0-9A-Za-z_\-. /]", "_", name)

@@ -1,0 +1,60 @@
+"""The networks of the paper: the spatial auto-encoder, the DNN probe on embeddings and the MFCC-CNN benchmark."""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from .features import MFCC_DIM
+
+
+def build_autoencoder(embedding_dim: int = 75, with_position_head: bool = True, position_dim: int = 1,
+                      input_dim: int = MFCC_DIM) -> tuple[keras.Model, keras.Model]:
+    """The auto-encoder (outputs `reconstruction`, and `position` when asked) and its encoder (input -> embedding).
+
+    640 -> Dense 300, BN, PReLU, Dropout .1 -> Dense 150, BN -> Dense 75 (the embedding);
+    reconstruction head: Dense 300, BN, Dropout .1, Dense 640; position head: Dense 50, BN, PReLU, Dense 1.
+    """
+    inputs = keras.Input((input_dim,), name="mfcc")
+    x = layers.Dense(300, name="encoder_dense_300")(inputs)
+    x = layers.BatchNormalization(name="encoder_bn_300")(x)
+    x = layers.PReLU(name="encoder_prelu_300")(x)
+    x = layers.Dropout(0.1, name="encoder_dropout")(x)
+    x = layers.Dense(150, name="encoder_dense_150")(x)
+    x = layers.BatchNormalization(name="encoder_bn_150")(x)
+    embedding = layers.Dense(embedding_dim, name="embedding")(x)
+
+    r = layers.Dense(300, name="decoder_dense_300")(embedding)
+    r = layers.BatchNormalization(name="decoder_bn_300")(r)
+    r = layers.Dropout(0.1, name="decoder_dropout")(r)
+    outputs = {"reconstruction": layers.Dense(input_dim, name="reconstruction")(r)}
+    if with_position_head:
+        p = layers.Dense(50, name="position_dense_50")(embedding)
+        p = layers.BatchNormalization(name="position_bn_50")(p)
+        p = layers.PReLU(name="position_prelu_50")(p)
+        outputs["position"] = layers.Dense(position_dim, name="position")(p)
+    autoencoder = keras.Model(inputs, outputs, name="spatial_autoencoder" if with_position_head else "autoencoder")
+    encoder = keras.Model(inputs, embedding, name="encoder")
+    return autoencoder, encoder
+
+
+def build_dnn_probe(input_dim: int, num_classes: int) -> keras.Model:
+    """The paper's classifier on embeddings: Dense (in+out)/2, BN, PReLU, Dropout .1, softmax."""
+    inputs = keras.Input((input_dim,), name="embedding")
+    x = layers.Dense((input_dim + num_classes) // 2)(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.PReLU()(x)
+    x = layers.Dropout(0.1)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="word")(x)
+    return keras.Model(inputs, outputs, name="dnn_probe")
+
+
+def build_mfcc_cnn(num_classes: int, input_dim: int = MFCC_DIM) -> keras.Model:
+    """The paper's benchmark on the flattened MFCC: Conv1D 64 (kernel 32, stride 2), BN, MaxPool, softmax."""
+    inputs = keras.Input((input_dim,), name="mfcc")
+    x = layers.Reshape((input_dim, 1))(inputs)
+    x = layers.Conv1D(64, 32, strides=2, activation="relu")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.MaxPooling1D()(x)
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="word")(x)
+    return keras.Model(inputs, outputs, name="mfcc_cnn")

@@ -1,0 +1,112 @@
+"""The encoder registry: log an encoder, register it, and keep the `champion` and `newest` aliases right.
+
+MLflow reserves the alias `latest`; `models:/spatial-ae-encoder/latest` already names the newest version,
+and the alias `newest` names it too.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+ENCODER_NAME = os.environ.get("SPATIAL_AE_ENCODER_NAME", "spatial-ae-encoder")  # the registered model
+CHAMPION, NEWEST = "champion", "newest"
+ACCURACY_TAG = "downstream_accuracy"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def pinned_requirements() -> list[str]:
+    """The packages the registered models need, at the versions they were made with."""
+    names = {"tensorflow-cpu": "tensorflow-cpu", "keras": "keras", "numpy": "numpy", "scipy": "scipy",
+             "soundfile": "soundfile", "pandas": "pandas", "mlflow": "mlflow"}
+    pins = []
+    for name in names:
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            if name == "tensorflow-cpu":
+                pins.append(f"tensorflow=={importlib.metadata.version('tensorflow')}")
+    return pins
+
+
+def log_encoder(encoder: keras.Model, example_mfcc: np.ndarray) -> tuple[str, str]:
+    """Log the Keras encoder (MFCC in) and the raw-audio pyfunc wrapping it; returns their model URIs."""
+    from .encoder_model import AudioEncoder
+
+    example = np.asarray(example_mfcc[:5], dtype=np.float32)
+    keras_info = mlflow.keras.log_model(encoder, name="keras_encoder",
+                                        signature=infer_signature(example, encoder.predict(example, verbose=0)),
+                                        pip_requirements=pinned_requirements())
+    with tempfile.TemporaryDirectory() as tmp:
+        keras_file = Path(tmp) / "encoder.keras"
+        encoder.save(keras_file)
+        audio_info = mlflow.pyfunc.log_model(name="encoder", python_model=AudioEncoder(),
+                                             artifacts={"keras_encoder": str(keras_file)},
+                                             code_paths=[str(PACKAGE_DIR)], pip_requirements=pinned_requirements())
+    return audio_info.model_uri, keras_info.model_uri
+
+
+def register(model_uri: str, tags: dict[str, str], name: str = ENCODER_NAME) -> str:
+    """Register `model_uri` as a new version of `name`, alias it `newest`; returns its `models:/name/N` URI."""
+    version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    MlflowClient().set_registered_model_alias(name, NEWEST, version.version)
+    log.info("registered %s version %s", name, version.version)
+    return f"models:/{name}/{version.version}"
+
+
+def registered_version(model_uri: str) -> tuple[str, str] | None:
+    """(name, version) of a `models:/name/N` or `models:/name@alias` URI; None for other URIs."""
+    if not model_uri.startswith("models:/") or model_uri.startswith("models:/m-"):
+        return None
+    rest = model_uri[len("models:/"):]
+    client = MlflowClient()
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return name, client.get_model_version_by_alias(name, alias).version
+    name, _, version = rest.partition("/")
+    if version.lower() == "latest":
+        version = max(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    return name, str(version)
+
+
+def record_accuracy(model_uri: str, accuracy: float) -> None:
+    """Tag a registered encoder with its downstream accuracy and move `champion` to the best version."""
+    found = registered_version(model_uri)
+    if found is None:
+        return
+    name, version = found
+    MlflowClient().set_model_version_tag(name, version, ACCURACY_TAG, f"{accuracy:.6f}")
+    update_champion(name)
+
+
+def update_champion(name: str = ENCODER_NAME) -> str | None:
+    """Point `champion` at the version with the best downstream accuracy (ties: the older version).
+
+    Re-reads after setting, so concurrent workflows converge on the best version.
+    """
+    client = MlflowClient()
+    best = None
+    for _ in range(5):
+        scored = [(float(v.tags[ACCURACY_TAG]), -int(v.version), v.version)
+                  for v in client.search_model_versions(f"name='{name}'") if ACCURACY_TAG in v.tags]
+        if not scored:
+            return None
+        best = max(scored)[2]
+        try:
+            current = client.get_model_version_by_alias(name, CHAMPION).version
+        except mlflow.exceptions.MlflowException:
+            current = None
+        if current == best:
+            return best
+        client.set_registered_model_alias(name, CHAMPION, best)
+    return best

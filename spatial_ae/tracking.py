@@ -1,0 +1,134 @@
+"""MLflow plumbing shared by the steps: runs, reuse of finished runs, reachability, artifacts."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+STEP_TAG = "spatial_ae.step"
+KEY_TAG = "spatial_ae.key"
+
+
+def check_tracking_server() -> None:
+    """Stop at once, before any work, when an HTTP tracking server is down or unreachable."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as error:
+        raise UserError(
+            f"the MLflow tracking server {uri} is not reachable ({error}). Start it "
+            f"(e.g. `mlflow server --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000`) "
+            f"or unset MLFLOW_TRACKING_URI to use the local SQLite store."
+        ) from None
+
+
+def find_finished_run(step: str, key: str, experiment_id: str | None = None) -> mlflow.entities.Run | None:
+    """The newest finished run of `step` whose reuse key (parameters and data identity) equals `key`."""
+    experiment_id = experiment_id or current_experiment_id()
+    runs = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{STEP_TAG}` = '{step}' and tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def current_experiment_id() -> str:
+    active = mlflow.active_run()
+    if active:
+        return active.info.experiment_id
+    return mlflow.tracking.fluent._get_experiment_id()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that open runs are closed as killed."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(f"received signal {signum}")
+
+
+@contextlib.contextmanager
+def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key: str | None = None,
+             tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+    """A run for one step: nested under the active run if there is one; FAILED on error, KILLED on interruption.
+
+    Reuses the run MLflow Projects started for this process (MLFLOW_RUN_ID) when no run is active.
+    """
+    nested = mlflow.active_run() is not None
+    previous_handler = None
+    if not nested and _in_main_thread():
+        previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    run = mlflow.start_run(run_name=run_name, nested=nested)
+    try:
+        mlflow.set_tags({STEP_TAG: step, **({KEY_TAG: key} if key else {}), **(tags or {})})
+        mlflow.log_params({name: _param_value(value) for name, value in params.items()})
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    else:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _param_value(value: Any) -> str:
+    return str(value)[:6000]
+
+
+def download_run_artifacts(run_id: str, artifact_path: str) -> Path:
+    """Local copy of a run's artifact folder, cached per run so simulations download it once."""
+    cache = Path(tempfile.gettempdir()) / f"spatial_ae-artifacts-{os.getuid()}" / run_id / artifact_path
+    marker = cache / ".complete"
+    if not marker.exists():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=cache.parent))
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(staging))
+        (Path(local) / ".complete").touch()
+        try:
+            os.replace(local, cache)
+        except OSError:  # another process placed it first
+            pass
+    return cache
+
+
+def get_finished_run(run_id: str, step: str) -> mlflow.entities.Run:
+    """The run `run_id`, checked to be a finished run of `step`, with a clear error otherwise."""
+    try:
+        run = MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise UserError(f"run {run_id!r} was not found in {mlflow.get_tracking_uri()}; pass the id of a finished {step} run") from None
+    if run.data.tags.get(STEP_TAG) != step:
+        raise UserError(f"run {run_id} is not a {step} run (its step tag is {run.data.tags.get(STEP_TAG)!r})")
+    if run.info.status != "FINISHED":
+        raise UserError(f"{step} run {run_id} is {run.info.status}, not FINISHED; run {step} again")
+    return run

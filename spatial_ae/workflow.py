@@ -1,0 +1,107 @@
+"""The main workflow: featurize (reused when cached) -> simulations x (pretrain -> evaluate) -> summarize.
+
+Everything is nested under one parent run. Finished simulations of the same configuration are reused,
+so a stopped workflow resumes where it stopped; a failed simulation does not lose the others, but marks
+the parent run failed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import mlflow
+
+from . import tracking
+from .errors import UserError
+from .evaluate import evaluate_encoder
+from .featurize import featurize, load_feature_set
+from .pretrain import train_and_register
+
+log = logging.getLogger(__name__)
+
+SIMULATION = "simulation"
+WORKFLOW_TAG = "spatial_ae.workflow_key"
+SIMULATION_TAG = "spatial_ae.simulation"
+
+
+class SimulationsFailed(RuntimeError):
+    """Some simulations failed; the others' results are kept and summarised."""
+
+
+def workflow_key(featurize_run_id: str, settings: dict) -> str:
+    text = json.dumps({"featurize_run_id": featurize_run_id, **settings}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+def main(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_size: int,
+         synthetic_clips_per_word: int, seed: int, embedding_dim: int, ae_epochs: int, patience: int,
+         optimizer: str, batch_size: int, position_loss_weight: float, dnn_epochs: int, cnn_epochs: int,
+         num_simulations: int, results_path: str) -> str:
+    """Run the whole experiment; returns the parent run id."""
+    from .summarize import summarize_workflow
+
+    params = {name: value for name, value in locals().items() if name != "summarize_workflow"}
+    tracking.check_tracking_server()
+    with tracking.step_run("main", params, run_name="main") as parent:
+        featurize_run_id = featurize(dataset, unlabeled_set_size, lbl_trai_size, lbl_test_size,
+                                     synthetic_clips_per_word, seed)
+        pretrain_settings = dict(embedding_dim=embedding_dim, ae_epochs=ae_epochs, patience=patience,
+                                 optimizer=optimizer, batch_size=batch_size, position_loss_weight=position_loss_weight)
+        evaluate_settings = dict(dnn_epochs=dnn_epochs, cnn_epochs=cnn_epochs, patience=patience,
+                                 lbl_trai_size=lbl_trai_size)
+        key = workflow_key(featurize_run_id, pretrain_settings | evaluate_settings | {"seed": seed})
+        mlflow.set_tags({"featurize_run_id": featurize_run_id, WORKFLOW_TAG: key})
+        feature_set = load_feature_set(featurize_run_id)
+
+        failed = []
+        for index in range(1, num_simulations + 1):
+            try:
+                run_simulation(feature_set, featurize_run_id, key, index, seed + index - 1,
+                               pretrain_settings, evaluate_settings)
+            except Exception as error:  # noqa: BLE001 - keep the other simulations
+                log.exception("simulation %d failed", index)
+                failed.append(f"simulation {index}: {type(error).__name__}: {error}")
+        summarize_workflow(parent.info.run_id, results_path, failures=failed)
+        if failed:
+            raise SimulationsFailed(f"{len(failed)} of {num_simulations} simulations failed: " + "; ".join(failed))
+        return parent.info.run_id
+
+
+def run_simulation(feature_set, featurize_run_id: str, key: str, index: int, seed: int,
+                   pretrain_settings: dict, evaluate_settings: dict) -> str:
+    """One simulation (a child run): pretrain a fresh auto-encoder, evaluate it; reused if already finished."""
+    simulation_key = f"{key}-{index}"
+    previous = tracking.find_finished_run(SIMULATION, simulation_key)
+    if previous is not None:
+        log.info("simulation %d: reusing finished run %s", index, previous.info.run_id)
+        return previous.info.run_id
+    params = {"simulation": index, "seed": seed, "featurize_run_id": featurize_run_id,
+              **pretrain_settings, **evaluate_settings}
+    with tracking.step_run(SIMULATION, params, run_name=f"simulation-{index:02d}", key=simulation_key,
+                           tags={WORKFLOW_TAG: key, SIMULATION_TAG: str(index)}) as run:
+        log.info("simulation %d (seed %d): pretraining", index, seed)
+        encoder_uri = train_and_register(feature_set, featurize_run_id=featurize_run_id, seed=seed,
+                                         **pretrain_settings)
+        mlflow.set_tag("encoder_uri", encoder_uri)
+        log.info("simulation %d: evaluating %s", index, encoder_uri)
+        evaluate_encoder(feature_set, featurize_run_id=featurize_run_id, encoder_uri=encoder_uri, seed=seed,
+                         **evaluate_settings)
+        return run.info.run_id
+
+
+def simulation_runs(parent_run_id: str) -> list[mlflow.entities.Run]:
+    """The finished simulation runs of a main run's configuration (its own and reused ones), one per index."""
+    parent = mlflow.get_run(parent_run_id)
+    key = parent.data.tags.get(WORKFLOW_TAG)
+    if key is None:
+        raise UserError(f"run {parent_run_id} is not a main run (it has no {WORKFLOW_TAG} tag)")
+    runs = mlflow.tracking.MlflowClient().search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`{WORKFLOW_TAG}` = '{key}' and tags.`{tracking.STEP_TAG}` = '{SIMULATION}' "
+                      f"and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"], max_results=10000)
+    by_index = {}
+    for run in runs:
+        by_index[int(run.data.tags[SIMULATION_TAG])] = run  # newest wins
+    return [by_index[index] for index in sorted(by_index)]
