@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 from math import gcd
 from pathlib import Path
 
@@ -29,10 +30,18 @@ def load_clip(path) -> np.ndarray:
     values ``librosa.load(path, sr=None)`` returns for a 16 kHz file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"clip {path}: file not found. Fix: check the path or the data folder.")
-    if path.stat().st_size == 0:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise AudioError(f"clip {path}: file not found. Fix: check the path or the data folder.") from None
+    except OSError as error:
+        raise AudioError(f"clip {path}: cannot be read ({error}). Fix: check its permissions.") from None
+    if not data:
         raise AudioError(f"clip {path}: empty file (0 bytes). {_REEXPORT_FIX}")
+    pcm16 = _parse_pcm16_wav(data)
+    if pcm16 is not None:  # fast path, same values as soundfile (int16 / 32768)
+        samples, sample_rate = pcm16
+        return to_clip(samples, sample_rate, source=str(path))
     try:
         with soundfile.SoundFile(str(path)) as wav:
             sample_rate = wav.samplerate
@@ -42,7 +51,7 @@ def load_clip(path) -> np.ndarray:
                                dtype="float32", always_2d=True)
     except AudioError:
         raise
-    except (RuntimeError, ValueError, TypeError, OSError) as error:
+    except (RuntimeError, ValueError, TypeError) as error:
         raise AudioError(f"clip {path}: not a readable WAV file ({error}). {_REEXPORT_FIX}") from None
     return to_clip(samples, sample_rate, source=str(path))
 
@@ -54,28 +63,28 @@ def to_clip(samples: np.ndarray, sample_rate: int, source: str = "<array>") -> n
     longer audio keeps its first second and shorter audio is zero-padded at the end.
     """
     samples = np.asarray(samples)
+    sample_rate = int(sample_rate)
+    if sample_rate <= 0:
+        raise AudioError(f"clip {source}: invalid sample rate {sample_rate}. {_REEXPORT_FIX}")
+    if samples.ndim not in (1, 2):
+        raise AudioError(f"clip {source}: expected (samples,) or (samples, channels) audio, "
+                         f"got shape {samples.shape}. Fix: pass a mono or multichannel waveform.")
+    if samples.shape[0] == 0 or samples.size == 0:
+        raise AudioError(f"clip {source}: zero-length audio. {_REEXPORT_FIX}")
+    samples = samples[:sample_rate + sample_rate // 10]  # 1 s plus a margin for resampling
     if np.issubdtype(samples.dtype, np.signedinteger):  # PCM: int16 / 32768, like libsndfile
         samples = samples.astype(np.float32) / np.float32(2 ** (8 * samples.dtype.itemsize - 1))
     elif not np.issubdtype(samples.dtype, np.floating):
         raise AudioError(f"clip {source}: unsupported sample type {samples.dtype}. "
                          "Fix: pass float samples in [-1, 1] or signed PCM integers.")
+    elif not np.isfinite(samples).all():
+        raise AudioError(f"clip {source}: contains NaN or infinite samples. {_REEXPORT_FIX}")
     samples = samples.astype(np.float32, copy=False)
     if samples.ndim == 2:
         samples = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
-    if samples.ndim != 1:
-        raise AudioError(f"clip {source}: expected (samples,) or (samples, channels) audio, "
-                         f"got shape {samples.shape}. Fix: pass a mono or multichannel waveform.")
-    if samples.size == 0:
-        raise AudioError(f"clip {source}: zero-length audio. {_REEXPORT_FIX}")
-    if not np.isfinite(samples).all():
-        raise AudioError(f"clip {source}: contains NaN or infinite samples. {_REEXPORT_FIX}")
-    sample_rate = int(sample_rate)
-    if sample_rate <= 0:
-        raise AudioError(f"clip {source}: invalid sample rate {sample_rate}. {_REEXPORT_FIX}")
     if sample_rate != SAMPLE_RATE:
         divisor = gcd(sample_rate, SAMPLE_RATE)
-        keep = sample_rate + sample_rate // 10  # 1 s plus a margin for the filter
-        samples = resample_poly(samples[:keep], SAMPLE_RATE // divisor, sample_rate // divisor)
+        samples = resample_poly(samples, SAMPLE_RATE // divisor, sample_rate // divisor)
         samples = samples.astype(np.float32, copy=False)
     clip = np.zeros(CLIP_SAMPLES, dtype=np.float32)
     used = min(CLIP_SAMPLES, samples.shape[0])
@@ -91,3 +100,29 @@ def _check_not_truncated(wav: soundfile.SoundFile, path: Path) -> None:
         raise AudioError(f"clip {path}: truncated WAV (header declares {declared} data bytes, "
                          f"file holds {present}). {_REEXPORT_FIX}")
 
+
+
+def _parse_pcm16_wav(data: bytes) -> tuple[np.ndarray, int] | None:
+    """Samples (n, channels) int16 and rate of a plain, complete 16-bit PCM WAV, else None.
+
+    Everything else (24/32-bit, float, extensible headers, damaged files) is left
+    to libsndfile; this only skips its per-file overhead for the common case.
+    """
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    position, fmt = 12, None
+    while position + 8 <= len(data):
+        chunk_id = data[position:position + 4]
+        size = int.from_bytes(data[position + 4:position + 8], "little")
+        body = position + 8
+        if chunk_id == b"fmt " and size >= 16:
+            fmt = struct.unpack_from("<HHIIHH", data, body)  # tag, channels, rate, _, _, bits
+        elif chunk_id == b"data":
+            if fmt is None or fmt[0] != 1 or fmt[5] != 16 or fmt[1] < 1 or body + size > len(data):
+                return None
+            channels = fmt[1]
+            frames = size // (2 * channels)
+            samples = np.frombuffer(data, dtype="<i2", count=frames * channels, offset=body)
+            return samples.reshape(frames, channels), fmt[2]
+        position = body + size + (size & 1)
+    return None
