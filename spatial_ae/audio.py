@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-from scipy.signal import resample_poly
 
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = 16000
@@ -83,6 +82,8 @@ def to_clip(samples: np.ndarray, sample_rate: int, source: str = "<array>") -> n
     if samples.ndim == 2:
         samples = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
     if sample_rate != SAMPLE_RATE:
+        from scipy.signal import resample_poly  # imported on demand: scipy.signal loads slowly
+
         divisor = gcd(sample_rate, SAMPLE_RATE)
         samples = resample_poly(samples, SAMPLE_RATE // divisor, sample_rate // divisor)
         samples = samples.astype(np.float32, copy=False)

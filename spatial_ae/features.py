@@ -21,7 +21,6 @@ from typing import Sequence
 import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.signal import get_window
 
 from spatial_ae.audio import CLIP_SAMPLES, SAMPLE_RATE, AudioError, load_clip
 
@@ -51,7 +50,8 @@ class _Spectrogram:
 
     @classmethod
     def build(cls, n_fft: int, fft_dtype) -> "_Spectrogram":
-        import librosa  # only the parent needs librosa; workers receive the built matrices
+        import librosa  # only the parent needs these; workers receive the built matrices
+        from scipy.signal import get_window
 
         mel = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=n_fft)  # float32 (128, bins), slaney
         groups = []
@@ -232,8 +232,9 @@ def featurize_files(paths: Sequence[Path], relative_names: Sequence[str] | None 
                          mel=np.zeros((int(keep.sum()), MEL_DIM), dtype=np.float32),
                          ok=np.zeros(len(paths), dtype=bool))
     mel_row = np.concatenate([[0], np.cumsum(keep)])  # first mel row of each file
+    failures: list[tuple[int, str]] = []
     starts = range(0, len(paths), chunk_size)
-    workers = os.cpu_count() or 1 if workers is None else workers
+    workers = (os.cpu_count() or 1) if workers is None else workers
     workers = min(workers, len(starts))
 
     def store(start: int, result) -> None:
@@ -242,7 +243,7 @@ def featurize_files(paths: Sequence[Path], relative_names: Sequence[str] | None 
         table.ok[start:stop] = ok
         table.mfcc[start:stop] = mfcc
         table.mel[mel_row[start]:mel_row[stop]] = mel
-        table.errors.extend((names[start + index], reason) for index, reason in errors)
+        failures.extend((start + index, reason) for index, reason in errors)
         bar.update(len(ok))
 
     from tqdm import tqdm
@@ -267,7 +268,7 @@ def featurize_files(paths: Sequence[Path], relative_names: Sequence[str] | None 
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
                         store(pending.pop(future), future.result())
-    table.errors.sort(key=lambda error: names.index(error[0]) if False else 0)
+    table.errors = [(names[index], reason) for index, reason in sorted(failures)]
     return table
 
 
@@ -279,12 +280,17 @@ def anchor(mel: np.ndarray) -> np.ndarray:
 def cosine_positions(mel: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     """Cosine distances of every mel row to the anchor(s), as scipy's cdist(..., "cosine").
 
-    One anchor (1-D) gives (n,), k anchors (k, 4096) give (n, k).
+    One anchor (4096,) gives (n,), k anchors (k, 4096) give (n, k). Computed in
+    float64 over blocks of rows, so a large float32 mel table is never copied whole.
     """
-    mel = np.asarray(mel, dtype=np.float64)
     anchors = np.asarray(anchors, dtype=np.float64)
     single = anchors.ndim == 1
     anchors = np.atleast_2d(anchors)
-    similarity = (mel @ anchors.T) / np.outer(np.linalg.norm(mel, axis=1), np.linalg.norm(anchors, axis=1))
-    distances = 1.0 - similarity
+    anchor_norms = np.linalg.norm(anchors, axis=1)
+    distances = np.empty((len(mel), len(anchors)), dtype=np.float64)
+    for start in range(0, len(mel), 4096):
+        rows = np.asarray(mel[start:start + 4096], dtype=np.float64)
+        norms = np.linalg.norm(rows, axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):  # zero rows give NaN, like cdist
+            distances[start:start + len(rows)] = 1.0 - (rows @ anchors.T) / np.outer(norms, anchor_norms)
     return distances[:, 0] if single else distances
