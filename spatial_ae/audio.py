@@ -116,7 +116,7 @@ def _parse_pcm16_wav(data: bytes) -> tuple[np.ndarray, int] | None:
         chunk_id = data[position:position + 4]
         size = int.from_bytes(data[position + 4:position + 8], "little")
         body = position + 8
-        if chunk_id == b"fmt " and size >= 16:
+        if chunk_id == b"fmt " and size >= 16 and body + 16 <= len(data):
             fmt = struct.unpack_from("<HHIIHH", data, body)  # tag, channels, rate, _, _, bits
         elif chunk_id == b"data":
             if fmt is None or fmt[0] != 1 or fmt[5] != 16 or fmt[1] < 1 or body + size > len(data):

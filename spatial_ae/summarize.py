@@ -241,7 +241,7 @@ def _figures(runs, evaluations: dict[int, Path], per_class: pd.DataFrame, words:
                         for path in evaluations.values())
         accuracy = np.trace(confusion) / max(confusion.sum(), 1)
         figures[f"confusion_{model}.png"] = plots.confusion_figure(
-            confusion, words, f"{title}: summed over {len(runs)} simulations, accuracy {accuracy:.3f}")
+            confusion, words, f"{title}\nsummed over {len(runs)} simulations, accuracy {accuracy:.3f}")
     paths = []
     for name, figure in figures.items():
         with _atomic_path(folder / name) as temporary:
