@@ -96,8 +96,8 @@ def to_clip(samples: np.ndarray, sample_rate: int, source: str = "<array>") -> n
 def _check_not_truncated(wav: soundfile.SoundFile, path: Path) -> None:
     """Raise AudioError when the data chunk holds fewer bytes than the header declares."""
     match = _SHORT_DATA_CHUNK.search(wav.extra_info)
-    if match and int(match.group(2)) < int(match.group(1)):
-        declared, present = int(match.group(1)), int(match.group(2))
+    declared, present = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    if present < declared < 0x7FFFFFFF:  # streaming writers put 0x7FFFFFFF.. for "unknown"
         raise AudioError(f"clip {path}: truncated WAV (header declares {declared} data bytes, "
                          f"file holds {present}). {_REEXPORT_FIX}")
 

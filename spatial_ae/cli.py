@@ -16,6 +16,9 @@ STEP_FUNCTIONS = {
     "evaluate": "spatial_ae.evaluate:evaluate",
     "summarize": "spatial_ae.summarize:summarize",
     "main": "spatial_ae.workflow:main",
+    "kws": "spatial_ae.kws:train_keyword_spotter",
+    "predict": "spatial_ae.kws:predict_keywords",
+    "sweep": "spatial_ae.sweep:sweep",
 }
 
 

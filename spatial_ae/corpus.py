@@ -3,6 +3,7 @@
 One folder per word, `testing_list.txt` and `validation_list.txt` at the root. The paper's splits:
 unlabelled = clips in neither list, labelled training pool = the validation list, test = the testing list.
 Three sources: a local directory, the official archives (downloaded once), the embedded synthetic corpus.
+A fourth, `fsdd:/path/to/fsdd`, reads the Free Spoken Digit Dataset with speakers held out (`read_fsdd`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ SPLITS = (UNLABELLED, TRAIN, TEST)
 LIST_FILES = {TRAIN: "validation_list.txt", TEST: "testing_list.txt"}
 SYNTHETIC = "synthetic"
 DOWNLOADABLE = ("speech_commands_v0.01", "speech_commands_v0.02")
+FSDD_PREFIX = "fsdd:"
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+FSDD_SPLIT_OF_SPEAKER = {"george": UNLABELLED, "jackson": UNLABELLED, "lucas": UNLABELLED, "nicolas": UNLABELLED,
+                         "theo": TRAIN, "yweweler": TEST}
 
 
 class CorpusError(UserError):
@@ -75,6 +80,8 @@ def open_corpus(dataset: str, synthetic_clips_per_word: int = 100, seed: int = 0
 
         root = synthetic_corpus(clips_per_word=synthetic_clips_per_word, seed=seed)
         return read_corpus_dir(root, name=f"synthetic-cpw{synthetic_clips_per_word}-seed{seed}", source=str(root))
+    if dataset.startswith(FSDD_PREFIX):
+        return read_fsdd(Path(dataset[len(FSDD_PREFIX):]))
     if dataset in DOWNLOADABLE:
         from .download import SPEECH_COMMANDS_URLS, download_speech_commands
 
@@ -114,6 +121,31 @@ def read_corpus_dir(root: Path, name: str | None = None, source: str | None = No
         log.warning(message)
     return Corpus(name=name or root.name, root=root, source=source or str(root),
                   words=tuple(files_by_word), clips=clips, warnings=warnings)
+
+
+def read_fsdd(root: Path) -> Corpus:
+    """The Free Spoken Digit Dataset (`<root>/recordings/<digit>_<speaker>_<n>.wav`), split by speaker so that
+    no speaker is in two splits: george, jackson, lucas and nicolas are unlabelled (2,000 clips), theo is the
+    labelled pool (500 clips, 50 per digit) and yweweler the test set (500 clips). Words are the digit names.
+    Other speakers' clips are left out (with a warning)."""
+    root = Path(root).expanduser().resolve()
+    recordings = root / "recordings"
+    if not recordings.is_dir():
+        raise CorpusError(f"{recordings} does not exist. Fix: pass -P dataset=fsdd:/path/to/fsdd, the folder "
+                          f"holding recordings/<digit>_<speaker>_<n>.wav")
+    clips, others = [], set()
+    for file in sorted(recordings.glob("*.wav")):
+        digit, speaker, _ = file.stem.split("_", 2)
+        if speaker not in FSDD_SPLIT_OF_SPEAKER or not digit.isdigit() or int(digit) > 9:
+            others.add(speaker)
+            continue
+        clips.append(Clip(root, f"recordings/{file.name}", DIGIT_WORDS[int(digit)], FSDD_SPLIT_OF_SPEAKER[speaker]))
+    warnings = [f"{root}: clips of unknown speakers or digits left out: {', '.join(sorted(others))}"] if others else []
+    if not clips:
+        raise CorpusError(f"{recordings} has no <digit>_<speaker>_<n>.wav clip of the known speakers "
+                          f"({', '.join(FSDD_SPLIT_OF_SPEAKER)})")
+    return Corpus(name="fsdd-by-speaker", root=root, source=str(root), words=DIGIT_WORDS, clips=clips,
+                  warnings=warnings)
 
 
 def _read_split_lists(root: Path, all_paths: set[str], warnings: list[str]) -> dict[str, str]:

@@ -5,6 +5,7 @@ Loaded with `mlflow.pyfunc.load_model("models:/spatial-ae-encoder@champion")`, i
 - WAV paths: a list of strings, or a DataFrame with a `path` column (any sample rate; resampled),
 and returns float32 embeddings (clips x embedding_dim). Each clip is padded or trimmed to 1 s.
 The Keras encoder inside (flattened 640-d MFCC in) is the artifact `keras_encoder`, for fine-tuning.
+`KeywordSpotter` adds a Keras classifier on the embeddings: same inputs, a DataFrame `word`, `confidence` out.
 """
 from __future__ import annotations
 
@@ -57,3 +58,26 @@ class AudioEncoder(mlflow.pyfunc.PythonModel):
         if len(clips) == 0:
             return np.zeros((0, self.encoder.output_shape[-1]), np.float32)
         return np.asarray(self.encoder.predict(mfcc_only(clips), verbose=0), dtype=np.float32)
+
+
+class KeywordSpotter(AudioEncoder):
+    """Raw audio -> embeddings (as AudioEncoder) -> the Keras classifier -> DataFrame with `word`, `confidence`."""
+
+    def load_context(self, context):
+        import json
+
+        import keras
+
+        super().load_context(context)
+        self.classifier = keras.models.load_model(context.artifacts["keras_classifier"])
+        self.words = json.loads(Path(context.artifacts["words"]).read_text())
+
+    def predict(self, context, model_input, params=None):
+        import pandas as pd
+
+        embeddings = super().predict(context, model_input, params)
+        probabilities = (self.classifier.predict(embeddings, verbose=0) if len(embeddings)
+                         else np.zeros((0, len(self.words)), np.float32))
+        best = np.argmax(probabilities, axis=1)
+        return pd.DataFrame({"word": np.asarray(self.words, dtype=object)[best],
+                             "confidence": probabilities[np.arange(len(best)), best].astype(float)})

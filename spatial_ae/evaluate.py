@@ -1,7 +1,9 @@
 """The evaluate step: a DNN on an encoder's embeddings against the MFCC-CNN benchmark, on the same clips.
 
-Each simulation draws its own labelled sample from its seed: 2 x lbl_trai_size clips of the labelled pool,
-half to train, half for early stopping. Both models are tested on the same test clips.
+Each simulation draws its own labelled sample from its seed: 2 x lbl_trai_size clips of the labelled pool
+(or 2 x labelled_per_word clips of each word), half to train, half for early stopping. A third model,
+the same DNN probe on the standardised MFCC (`mfcc_dnn`), separates the representation from the classifier.
+All models are tested on the same test clips.
 """
 from __future__ import annotations
 
@@ -20,20 +22,23 @@ from .featurize import FeatureSet, load_feature_set
 from .metrics import ClassificationReport, classification_report
 from .models import build_dnn_probe, build_mfcc_cnn
 from .plots import confusion_figure
+from .recipes import mfcc_statistics
 from .training import fit, seed_everything
 
 log = logging.getLogger(__name__)
 
 CLASSIFIER_BATCH_SIZE = 32
-EMBEDDING_DNN, MFCC_CNN = "embedding_dnn", "mfcc_cnn"
-MODEL_TITLES = {EMBEDDING_DNN: "encoder embeddings + DNN", MFCC_CNN: "MFCC + CNN (benchmark)"}
+EMBEDDING_DNN, MFCC_CNN, MFCC_DNN = "embedding_dnn", "mfcc_cnn", "mfcc_dnn"
+MODEL_TITLES = {EMBEDDING_DNN: "encoder embeddings + DNN", MFCC_CNN: "MFCC + CNN (benchmark)",
+                MFCC_DNN: "standardised MFCC + DNN"}
 
 
 def evaluate(featurize_run_id: str, encoder_uri: str, dnn_epochs: int, cnn_epochs: int, patience: int,
-             lbl_trai_size: int, seed: int) -> dict[str, float]:
-    """Run the evaluate step; returns the summary metrics of both models."""
+             lbl_trai_size: int, seed: int, labelled_per_word: int = 0) -> dict[str, float]:
+    """Run the evaluate step; returns the summary metrics of the models."""
     params = dict(featurize_run_id=featurize_run_id, encoder_uri=encoder_uri, dnn_epochs=dnn_epochs,
-                  cnn_epochs=cnn_epochs, patience=patience, lbl_trai_size=lbl_trai_size, seed=seed)
+                  cnn_epochs=cnn_epochs, patience=patience, lbl_trai_size=lbl_trai_size, seed=seed,
+                  labelled_per_word=labelled_per_word)
     tracking.check_tracking_server()
     feature_set = load_feature_set(featurize_run_id)
     with tracking.step_run("evaluate", params, run_name=f"evaluate-seed{seed}"):
@@ -48,18 +53,36 @@ def load_keras_encoder(encoder_uri: str) -> keras.Model:
         return mlflow.keras.load_model(encoder_uri)
 
 
-def labelled_sample(feature_set: FeatureSet, lbl_trai_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """This simulation's labelled training clips and early-stopping clips (indices into the feature set)."""
+def labelled_sample(feature_set: FeatureSet, lbl_trai_size: int, seed: int,
+                    labelled_per_word: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """This simulation's labelled training clips and early-stopping clips (indices into the feature set).
+
+    labelled_per_word > 0: up to 2 x labelled_per_word clips of each word, half to train, half to stop.
+    """
+    rng = np.random.default_rng(seed)
     pool = feature_set.indices(TRAIN)
-    drawn = np.random.default_rng(seed).permutation(pool)[: 2 * lbl_trai_size]
-    half = len(drawn) // 2
-    return drawn[:half], drawn[half:]
+    if labelled_per_word <= 0:
+        drawn = rng.permutation(pool)[: 2 * lbl_trai_size]
+        half = len(drawn) // 2
+        return drawn[:half], drawn[half:]
+    train, stop = [], []
+    for word in range(len(feature_set.words)):
+        drawn = rng.permutation(pool[feature_set.labels[pool] == word])[: 2 * labelled_per_word]
+        half = (len(drawn) + word % 2) // 2  # an odd clip goes to training for every other word
+        train.append(drawn[:half])
+        stop.append(drawn[half:])
+    return np.concatenate(train), np.concatenate(stop)
 
 
 def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri: str, dnn_epochs: int,
-                     cnn_epochs: int, patience: int, lbl_trai_size: int, seed: int) -> dict[str, float]:
-    """Train and test both classifiers in the active run; log metrics, tables and figures."""
-    train, stop = labelled_sample(feature_set, lbl_trai_size, seed)
+                     cnn_epochs: int, patience: int, lbl_trai_size: int, seed: int,
+                     labelled_per_word: int = 0, baselines: dict | None = None) -> dict[str, float]:
+    """Train and test the three classifiers in the active run; log metrics, tables and figures.
+
+    `baselines` (optional) keeps the MFCC models' reports by sample settings: an evaluation with the same seed
+    and labelled sample reuses them instead of retraining (they do not depend on the encoder).
+    """
+    train, stop = labelled_sample(feature_set, lbl_trai_size, seed, labelled_per_word)
     test = feature_set.indices(TEST)
     if len(train) == 0 or len(stop) == 0:
         raise ValueError(f"the labelled pool has {len(feature_set.indices(TRAIN))} clips: too few to train and early-stop")
@@ -74,10 +97,23 @@ def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri
     dnn = build_dnn_probe(embeddings.shape[1], num_classes)
     reports[EMBEDDING_DNN] = _train_and_test(dnn, keras.optimizers.Nadam(), embeddings, labels, train, stop, test,
                                              dnn_epochs, patience, feature_set.words, EMBEDDING_DNN)
-    seed_everything(seed)
-    cnn = build_mfcc_cnn(num_classes)
-    reports[MFCC_CNN] = _train_and_test(cnn, keras.optimizers.Adamax(), feature_set.mfcc, labels, train, stop, test,
-                                        cnn_epochs, patience, feature_set.words, MFCC_CNN)
+    baseline_key = ("baselines", seed, lbl_trai_size, labelled_per_word, dnn_epochs, cnn_epochs, patience)
+    if baselines is not None and baseline_key in baselines:
+        mlflow.set_tag("baselines_reused", "true")
+    else:
+        found = {}
+        seed_everything(seed)
+        cnn = build_mfcc_cnn(num_classes)
+        found[MFCC_CNN] = _train_and_test(cnn, keras.optimizers.Adamax(), feature_set.mfcc, labels, train, stop, test,
+                                          cnn_epochs, patience, feature_set.words, MFCC_CNN)
+        seed_everything(seed)
+        mfcc_dnn = build_dnn_probe(feature_set.mfcc.shape[1], num_classes)
+        found[MFCC_DNN] = _train_and_test(mfcc_dnn, keras.optimizers.Nadam(),
+                                          standardized_mfcc(feature_set.mfcc, train), labels, train, stop, test,
+                                          dnn_epochs, patience, feature_set.words, MFCC_DNN)
+        baselines = {} if baselines is None else baselines
+        baselines[baseline_key] = found
+    reports |= baselines[baseline_key]
     summary = {}
     for model, report in reports.items():
         summary |= report.summary_metrics(model)
@@ -85,9 +121,14 @@ def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri
     mlflow.log_metrics(summary)
     _log_tables(reports, feature_set, embeddings)
     registry.record_accuracy(encoder_uri, reports[EMBEDDING_DNN].accuracy)
-    log.info("evaluate: %s accuracy %.3f, %s accuracy %.3f", EMBEDDING_DNN, reports[EMBEDDING_DNN].accuracy,
-             MFCC_CNN, reports[MFCC_CNN].accuracy)
+    log.info("evaluate: %s", ", ".join(f"{model} accuracy {report.accuracy:.3f}" for model, report in reports.items()))
     return summary
+
+
+def standardized_mfcc(mfcc: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Flattened MFCC standardised per coefficient with the statistics of `rows` (the training sample)."""
+    mean, variance = mfcc_statistics(mfcc[rows])
+    return ((mfcc - mean) / np.sqrt(np.maximum(variance, 1e-12))).astype(np.float32)
 
 
 def _train_and_test(model: keras.Model, optimizer, inputs: np.ndarray, labels: np.ndarray, train, stop, test,

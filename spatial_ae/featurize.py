@@ -132,11 +132,16 @@ def _compute(corpus: Corpus, clips: list[Clip]) -> tuple[FeatureSet, list[tuple[
     is_unlabelled = np.array([clip.split == UNLABELLED for clip in clips])
     table = features.featurize_files([clip.file for clip in clips], [clip.path for clip in clips],
                                      keep_mel=is_unlabelled)
-    ok = table.ok
+    ok, skipped = _drop_non_finite(clips, table, is_unlabelled)
+    for _, reason in skipped[:20]:
+        log.warning("skipped %s", reason)
+    if len(skipped) > 20:
+        log.warning("skipped %d more clips (all listed in features/skipped_clips.csv)", len(skipped) - 20)
     kept_mel_ok = ok[is_unlabelled]  # mel rows exist for every unlabelled clip, usable or not
     unlabelled_mel = table.mel[kept_mel_ok]
     if len(unlabelled_mel) == 0:
-        raise UserError(f"no unlabelled clip of {corpus.root} could be read; see the skipped clips above")
+        raise UserError(f"no unlabelled clip of {corpus.root} could be read ({len(skipped)} skipped, e.g. "
+                        f"{skipped[0][1] if skipped else 'none'}); see the skipped clips above")
     anchor = features.anchor(unlabelled_mel)
     word_index = {word: i for i, word in enumerate(corpus.words)}
     kept = [clip for clip, usable in zip(clips, ok) if usable]
@@ -150,7 +155,25 @@ def _compute(corpus: Corpus, clips: list[Clip]) -> tuple[FeatureSet, list[tuple[
         anchor=anchor,
         positions=features.cosine_positions(unlabelled_mel, anchor).astype(np.float32),
     )
-    return feature_set, list(table.errors)
+    return feature_set, skipped
+
+
+def _drop_non_finite(clips: list[Clip], table, is_unlabelled: np.ndarray) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Usable rows and the skipped clips: unreadable ones, and those whose features are NaN or infinite
+    (overflowing samples) or, for unlabelled clips, whose mel energy is zero (digital silence: no position)."""
+    ok = table.ok.copy()
+    reasons = dict(table.errors)
+    mel_ok = np.ones(len(clips), dtype=bool)
+    mel_ok[is_unlabelled] = np.isfinite(table.mel).all(axis=1) & (table.mel.sum(axis=1, dtype=np.float64) > 0)
+    fix = "Fix: re-export or delete it; it was skipped."
+    for index in np.flatnonzero(ok & ~np.isfinite(table.mfcc).all(axis=1)):
+        ok[index] = False
+        reasons[clips[index].path] = f"clip {clips[index].file}: NaN or infinite features (samples overflow). {fix}"
+    for index in np.flatnonzero(ok & ~mel_ok):
+        ok[index] = False
+        reasons[clips[index].path] = (f"clip {clips[index].file}: silent or overflowing (mel energy "
+                                      f"{table.mel[is_unlabelled[:index].sum()].sum():g}), its position is undefined. {fix}")
+    return ok, [(clip.path, reasons[clip.path]) for clip in clips if clip.path in reasons]
 
 
 def _log_feature_set(corpus: Corpus, feature_set: FeatureSet, skipped: list[tuple[str, str]], warnings: list[str]) -> None:

@@ -8,14 +8,17 @@ from .features import MFCC_DIM
 
 
 def build_autoencoder(embedding_dim: int = 75, with_position_head: bool = True, position_dim: int = 1,
-                      input_dim: int = MFCC_DIM) -> tuple[keras.Model, keras.Model]:
+                      input_dim: int = MFCC_DIM, input_normalization: layers.Layer | None = None,
+                      ) -> tuple[keras.Model, keras.Model]:
     """The auto-encoder (outputs `reconstruction`, and `position` when asked) and its encoder (input -> embedding).
 
     640 -> Dense 300, BN, PReLU, Dropout .1 -> Dense 150, BN -> Dense 75 (the embedding);
     reconstruction head: Dense 300, BN, Dropout .1, Dense 640; position head: Dense 50, BN, PReLU, Dense 1.
+    `input_normalization` (e.g. a fitted `keras.layers.Normalization`) is applied first, inside the encoder.
     """
     inputs = keras.Input((input_dim,), name="mfcc")
-    x = layers.Dense(300, name="encoder_dense_300")(inputs)
+    x = inputs if input_normalization is None else input_normalization(inputs)
+    x = layers.Dense(300, name="encoder_dense_300")(x)
     x = layers.BatchNormalization(name="encoder_bn_300")(x)
     x = layers.PReLU(name="encoder_prelu_300")(x)
     x = layers.Dropout(0.1, name="encoder_dropout")(x)

@@ -23,9 +23,14 @@ class Param:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] | None = None
+    optional: bool = False  # empty or missing means None: "not given", filled later (e.g. from the recipe)
 
     def parse(self, raw: Any) -> Any:
         """Convert a command-line or MLproject string to the parameter's type and check its range."""
+        if self.optional and (raw is None or str(raw).strip() == ""):
+            return None
+        if self.kind is bool:
+            return _parse_bool(self.name, raw)
         if raw is None or (self.default is None and str(raw).strip() == ""):
             raise ParameterError(f"parameter {self.name} is required: {self.help}")
         if self.kind is str:
@@ -52,6 +57,15 @@ class Param:
         if self.choices is not None and value not in self.choices:
             raise ParameterError(f"parameter {self.name}={raw!r} must be one of: {', '.join(self.choices)}")
         return value
+
+
+def _parse_bool(name: str, raw: Any) -> bool:
+    text = str(raw).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ParameterError(f"parameter {name}={raw!r} must be true or false")
 
 
 def _int(name, default, help, low=0, high=None):
@@ -82,13 +96,30 @@ PRETRAIN_HYPERPARAMETERS = (
     Param("optimizer", str, "Adamax", "Keras optimizer of the auto-encoder",
           choices=("Adamax", "Adam", "Nadam", "RMSprop", "SGD")),
     _int("batch_size", 32, "auto-encoder batch size", low=1),
-    Param("position_loss_weight", float, 1.0,
-          "weight of the position loss; 0 trains the plain auto-encoder (the ablation)", low=0.0),
+    Param("recipe", str, "paper",
+          "preset of the options below: 'paper' (the published method) or 'balanced' (standardised inputs and "
+          "positions, log-mel k-means anchors, balanced losses); options given explicitly override it",
+          choices=("paper", "balanced")),
+    Param("standardize_inputs", bool, None, "standardise the MFCC with unlabelled-set statistics, inside the encoder "
+          "(the reconstruction target is then the standardised MFCC); empty = from the recipe", optional=True),
+    Param("standardize_positions", bool, None, "z-score each position target over the unlabelled set; "
+          "empty = from the recipe", optional=True),
+    Param("position_features", str, None, "features of the position target: power_mel (the paper) or log_mel; "
+          "empty = from the recipe", choices=("power_mel", "log_mel"), optional=True),
+    Param("num_anchors", int, None, "1 = the paper's mean anchor; k > 1 = k-means centres of the unlabelled "
+          "position features (k cosine distances as target); empty = from the recipe", low=1, optional=True),
+    Param("position_loss_weight", float, None,
+          "weight of the position loss; 0 trains the plain auto-encoder (the ablation); empty = from the recipe",
+          low=0.0, optional=True),
+    Param("balance_losses", bool, None, "scale the position loss so that both heads start equal (each loss "
+          "divided by the MSE of predicting its target's mean); empty = from the recipe", optional=True),
 )
 
 EVALUATE_HYPERPARAMETERS = (
     _int("dnn_epochs", 500, "maximum epochs of the DNN on the embeddings", low=1),
     _int("cnn_epochs", 100, "maximum epochs of the MFCC-CNN benchmark", low=1),
+    _int("labelled_per_word", 0, "labelled training clips per word and simulation (as many again for early "
+         "stopping), drawn word by word; 0 = draw lbl_trai_size clips regardless of word"),
 )
 
 FEATURIZE_RUN_ID = Param("featurize_run_id", str, None, "run id of a finished featurize run")
@@ -111,6 +142,25 @@ STEPS: dict[str, tuple[Param, ...]] = {
         *EVALUATE_HYPERPARAMETERS,
         _int("num_simulations", 10, "repetitions, each a child run with its own seed", low=1),
         RESULTS_PATH),
+    "sweep": (
+        *FEATURIZE,
+        *(p for p in PRETRAIN_HYPERPARAMETERS if p.name not in ("recipe", "position_loss_weight")),
+        *(p for p in EVALUATE_HYPERPARAMETERS if p.name != "labelled_per_word"),
+        Param("recipes", str, "paper,balanced", "comma-separated recipes of the grid"),
+        Param("position_loss_weights", str, "0,1", "comma-separated position loss weights of the grid"),
+        Param("labelled_per_word", str, "5,10,20", "comma-separated labelled clips per word of the grid"),
+        _int("num_simulations", 3, "simulations per cell of the grid", low=1),
+        Param("results_path", str, "results/sweep", "folder where sweep.csv and the figure are written")),
+    "kws": (
+        Param("encoder_uri", str, "models:/spatial-ae-encoder@champion", "registered encoder that embeds the clips"),
+        Param("data_dir", str, None, "labelled folder <word>/<clip>.wav; with validation_list.txt and "
+              "testing_list.txt they give the early-stopping and test clips, else each word is split 70/15/15"),
+        _int("dnn_epochs", 500, "maximum epochs of the keyword classifier (the DNN probe)", low=1),
+        PATIENCE, SEED),
+    "predict": (
+        Param("kws_uri", str, "models:/spatial-ae-kws@champion", "registered keyword spotter"),
+        Param("inputs", str, None, "a WAV file or a folder of them (searched recursively)"),
+        Param("output_csv", str, "predictions.csv", "CSV written with columns file, word, confidence")),
 }
 
 
@@ -129,8 +179,9 @@ def mlproject_text() -> str:
     for step, specs in STEPS.items():
         lines += [f"  {step}:", "    parameters:"]
         for spec in specs:
-            kind = "string" if spec.kind is str else "float"
+            kind = "string" if spec.kind in (str, bool) else "float"
             default = "" if spec.default is None else f", default: \"{spec.default}\""
+            default = ", default: \"\"" if spec.optional else default
             lines.append(f"      {spec.name}: {{type: {kind}{default}}}")
         arguments = " ".join(f"--{spec.name} {{{spec.name}}}" for spec in specs)
         lines.append(f"    command: \"python entrypoints/{step}.py {arguments}\"")

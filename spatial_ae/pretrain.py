@@ -11,6 +11,7 @@ from . import registry, tracking
 from .corpus import UNLABELLED
 from .featurize import load_feature_set
 from .models import build_autoencoder
+from .recipes import mfcc_statistics, position_loss_scale, position_targets, resolve_recipe
 from .training import fit, seed_everything
 
 log = logging.getLogger(__name__)
@@ -19,27 +20,58 @@ VALIDATION_FRACTION = 0.1  # of the unlabelled clips, held out for early stoppin
 
 
 def pretrain(featurize_run_id: str, embedding_dim: int, ae_epochs: int, patience: int, optimizer: str,
-             batch_size: int, position_loss_weight: float, seed: int) -> str:
+             batch_size: int, recipe: str, standardize_inputs: bool | None, standardize_positions: bool | None,
+             position_features: str | None, num_anchors: int | None, position_loss_weight: float | None,
+             balance_losses: bool | None, seed: int) -> str:
     """Run the pretrain step; returns the registered encoder's `models:/spatial-ae-encoder/N` URI."""
+    options = resolve_recipe(recipe, standardize_inputs=standardize_inputs,
+                             standardize_positions=standardize_positions, position_features=position_features,
+                             num_anchors=num_anchors, position_loss_weight=position_loss_weight,
+                             balance_losses=balance_losses)
     params = dict(featurize_run_id=featurize_run_id, embedding_dim=embedding_dim, ae_epochs=ae_epochs,
-                  patience=patience, optimizer=optimizer, batch_size=batch_size,
-                  position_loss_weight=position_loss_weight, seed=seed)
+                  patience=patience, optimizer=optimizer, batch_size=batch_size, seed=seed, **options)
     tracking.check_tracking_server()
     feature_set = load_feature_set(featurize_run_id)
     with tracking.step_run("pretrain", params, run_name=f"pretrain-seed{seed}"):
         return train_and_register(feature_set, **params)
 
 
+def input_normalizer(unlabelled_mfcc: np.ndarray) -> keras.layers.Normalization:
+    """A Normalization layer holding the unlabelled set's per-coefficient mean and variance (`mfcc_statistics`)."""
+    mean, variance = mfcc_statistics(unlabelled_mfcc)
+    return keras.layers.Normalization(mean=mean, variance=variance, name="input_standardization")
+
+
 def train_and_register(feature_set, featurize_run_id: str, embedding_dim: int, ae_epochs: int, patience: int,
-                       optimizer: str, batch_size: int, position_loss_weight: float, seed: int) -> str:
-    """Train an auto-encoder in the active run, log and register its encoder; returns the registered URI."""
+                       optimizer: str, batch_size: int, seed: int, recipe: str = "paper",
+                       standardize_inputs: bool | None = None, standardize_positions: bool | None = None,
+                       position_features: str | None = None, num_anchors: int | None = None,
+                       position_loss_weight: float | None = None, balance_losses: bool | None = None) -> str:
+    """Train an auto-encoder in the active run, log and register its encoder; returns the registered URI.
+
+    The recipe's options (overridden by those given) decide the inputs, the position targets and the loss weights.
+    """
+    options = resolve_recipe(recipe, standardize_inputs=standardize_inputs,
+                             standardize_positions=standardize_positions, position_features=position_features,
+                             num_anchors=num_anchors, position_loss_weight=position_loss_weight,
+                             balance_losses=balance_losses)
     x = feature_set.mfcc[feature_set.indices(UNLABELLED)]
-    positions = feature_set.positions.reshape(-1, 1)
-    with_position = position_loss_weight > 0
+    normalizer = input_normalizer(x) if options["standardize_inputs"] else None
+    reconstruction = x if normalizer is None else np.asarray(normalizer(x), dtype=np.float32)
+    with_position = options["position_loss_weight"] > 0
+    if with_position:
+        positions = position_targets(feature_set.unlabelled_mel, options["position_features"],
+                                     options["num_anchors"], options["standardize_positions"], seed)
+        scale = position_loss_scale(reconstruction, positions, options["balance_losses"])
+        mlflow.log_params({"position_loss_scale": f"{scale:.6g}",
+                           "effective_position_loss_weight": f"{scale * options['position_loss_weight']:.6g}"})
     seed_everything(seed)
-    autoencoder, encoder = build_autoencoder(embedding_dim, with_position_head=with_position)
+    autoencoder, encoder = build_autoencoder(embedding_dim, with_position_head=with_position,
+                                             position_dim=positions.shape[1] if with_position else 1,
+                                             input_normalization=normalizer)
     losses = {"reconstruction": "mse"} | ({"position": "mse"} if with_position else {})
-    weights = {"reconstruction": 1.0} | ({"position": position_loss_weight} if with_position else {})
+    weights = {"reconstruction": 1.0} | (
+        {"position": scale * options["position_loss_weight"]} if with_position else {})
     autoencoder.compile(optimizer=keras.optimizers.get(optimizer), loss=losses, loss_weights=weights)
 
     order = np.random.default_rng(seed).permutation(len(x))
@@ -47,12 +79,12 @@ def train_and_register(feature_set, featurize_run_id: str, embedding_dim: int, a
     val, train = order[:n_val], order[n_val:]
 
     def targets(rows):
-        return {"reconstruction": x[rows]} | ({"position": positions[rows]} if with_position else {})
+        return {"reconstruction": reconstruction[rows]} | ({"position": positions[rows]} if with_position else {})
 
     fit(autoencoder, x[train], targets(train), (x[val], targets(val)), epochs=ae_epochs, patience=patience,
         batch_size=batch_size, prefix="ae")
     audio_uri, keras_uri = registry.log_encoder(encoder, x[:5])
     dataset = mlflow.get_run(featurize_run_id).data.tags.get("dataset", "")
     return registry.register(audio_uri, tags={
-        "featurize_run_id": featurize_run_id, "dataset": dataset, "position_loss_weight": position_loss_weight,
+        "featurize_run_id": featurize_run_id, "dataset": dataset, **options,
         "keras_model_uri": keras_uri, "pretrain_run_id": mlflow.active_run().info.run_id, "seed": seed})

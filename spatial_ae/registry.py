@@ -72,7 +72,7 @@ def registered_version(model_uri: str) -> tuple[str, str] | None:
     client = MlflowClient()
     if "@" in rest:
         name, alias = rest.split("@", 1)
-        return name, client.get_model_version_by_alias(name, alias).version
+        return name, str(client.get_model_version_by_alias(name, alias).version)
     name, _, version = rest.partition("/")
     if version.lower() == "latest":
         version = max(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
@@ -97,13 +97,13 @@ def update_champion(name: str = ENCODER_NAME) -> str | None:
     client = MlflowClient()
     best = None
     for _ in range(5):
-        scored = [(float(v.tags[ACCURACY_TAG]), -int(v.version), v.version)
+        scored = [(float(v.tags[ACCURACY_TAG]), -int(v.version), str(v.version))
                   for v in client.search_model_versions(f"name='{name}'") if ACCURACY_TAG in v.tags]
         if not scored:
             return None
         best = max(scored)[2]
         try:
-            current = client.get_model_version_by_alias(name, CHAMPION).version
+            current = str(client.get_model_version_by_alias(name, CHAMPION).version)
         except mlflow.exceptions.MlflowException:
             current = None
         if current == best:

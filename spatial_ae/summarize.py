@@ -33,6 +33,7 @@ RESULTS_COLUMNS = ("wercm", "cmpresi", "cmrecal", "cmavpresi", "cmavrecal",
                    "wer_v_p", "appresi", "aprecal", "apavpresi", "apavrecal")
 EMBEDDING_DNN, MFCC_CNN = "embedding_dnn", "mfcc_cnn"  # as in evaluate.py (not imported: it loads TensorFlow)
 MODEL_TITLES = {EMBEDDING_DNN: "encoder embeddings + DNN", MFCC_CNN: "MFCC + CNN (benchmark)"}
+EXTRA_MODEL_TITLES = {"mfcc_dnn": "standardised MFCC + DNN"}  # in the summary table when every run has it
 SUMMARY_METRICS = ("accuracy", "wer", "weighted_precision", "weighted_recall")
 DIFFERENCE = f"{EMBEDDING_DNN} - {MFCC_CNN}"
 MIN_WILCOXON = 6  # below 6 pairs the two-sided Wilcoxon p-value cannot fall under 0.05
@@ -125,7 +126,7 @@ def summarize_runs(runs: list[mlflow.entities.Run], words: tuple[str, ...], resu
                "mean_accuracy_difference": difference["mean"],
                "accuracy_difference_p_value": difference["p_value_paired_t"],
                "accuracy_difference_wilcoxon_p_value": difference["p_value_wilcoxon"]}
-    for model in MODEL_TITLES:
+    for model in summary.loc[summary["metric"] == "accuracy", "model"]:
         row = summary[(summary["model"] == model) & (summary["metric"] == "accuracy")].iloc[0]
         metrics |= {f"mean_{model}_accuracy": row["mean"], f"std_{model}_accuracy": row["std"]}
     return {"metrics": metrics, "files": files, "summary": summary}
@@ -187,8 +188,10 @@ def summary_table(runs: list[mlflow.entities.Run]) -> pd.DataFrame:
     def values(key):
         return [run.data.metrics[key] for run in runs]
 
+    models = [*MODEL_TITLES, *(model for model in EXTRA_MODEL_TITLES
+                               if all(f"{model}_accuracy" in run.data.metrics for run in runs))]
     rows = [{"model": model, "metric": metric, **describe(values(f"{model}_{metric}"))}
-            for model in MODEL_TITLES for metric in SUMMARY_METRICS]
+            for model in models for metric in SUMMARY_METRICS]
     embedding, mfcc = values(f"{EMBEDDING_DNN}_accuracy"), values(f"{MFCC_CNN}_accuracy")
     t_p, wilcoxon_p = paired_p_values(embedding, mfcc)
     rows.append({"model": DIFFERENCE, "metric": "accuracy_difference",
@@ -205,7 +208,7 @@ def summary_markdown(summary: pd.DataFrame, failures: list[str]) -> str:
     lines = ["# Summary of the simulations", "",
              "| model | metric | n | mean ± std | 95% CI |", "|---|---|---|---|---|"]
     for row in summary.itertuples():
-        lines.append(f"| {MODEL_TITLES.get(row.model, row.model)} | {row.metric} | {row.n} | "
+        lines.append(f"| {(MODEL_TITLES | EXTRA_MODEL_TITLES).get(row.model, row.model)} | {row.metric} | {row.n} | "
                      f"{number(row.mean)} ± {number(row.std)} | [{number(row.ci95_low)}, {number(row.ci95_high)}] |")
     difference = summary[summary["model"] == DIFFERENCE].iloc[0]
     lines += ["", f"Accuracy difference (embeddings + DNN minus MFCC + CNN, paired by simulation): "

@@ -62,7 +62,14 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an exception so that open runs are closed as killed."""
 
 
+_SIGNALS_RECEIVED: list[int] = []  # SIGINT / SIGTERM seen while a step ran: TensorFlow may turn the exception
+# raised in the handler into a TypeError, so step_run also checks this list to stop (KILLED), not go on.
+
+
 def _raise_terminated(signum, frame):
+    _SIGNALS_RECEIVED.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise Terminated(f"received signal {signum}")
 
 
@@ -74,25 +81,40 @@ def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key
     Reuses the run MLflow Projects started for this process (MLFLOW_RUN_ID) when no run is active.
     """
     nested = mlflow.active_run() is not None
-    previous_handler = None
+    previous_handlers = {}
     if not nested and _in_main_thread():
-        previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+        _SIGNALS_RECEIVED.clear()
+        previous_handlers = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGINT)}
     run = mlflow.start_run(run_name=run_name, nested=nested)
     try:
         mlflow.set_tags({STEP_TAG: step, **({KEY_TAG: key} if key else {}), **(tags or {})})
-        mlflow.log_params({name: _param_value(value) for name, value in params.items()})
+        log_params(run, params)
         yield run
     except KeyboardInterrupt:
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise
-    except BaseException:
+    except BaseException as error:
+        if _SIGNALS_RECEIVED:  # the interruption came back as another exception (e.g. from TensorFlow)
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            raise Terminated(f"received signal {_SIGNALS_RECEIVED[-1]} ({type(error).__name__}: {error})") from error
         mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
         raise
     else:
         mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+        if _SIGNALS_RECEIVED:  # the work finished but the interruption was swallowed: stop the caller now
+            raise Terminated(f"received signal {_SIGNALS_RECEIVED[-1]}")
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+
+
+def log_params(run: mlflow.ActiveRun, params: dict[str, Any]) -> None:
+    """Log parameters; where `mlflow run` already logged the raw command-line value ('1' for 1.0, '' for
+    a preset's default), keep it and log the value actually used as `resolved_<name>`."""
+    already = mlflow.get_run(run.info.run_id).data.params
+    values = {name: _param_value(value) for name, value in params.items()}
+    mlflow.log_params({name if name not in already else f"resolved_{name}": value
+                       for name, value in values.items() if already.get(name) != value})
 
 
 def _in_main_thread() -> bool:

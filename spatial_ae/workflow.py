@@ -17,6 +17,7 @@ from .errors import UserError
 from .evaluate import evaluate_encoder
 from .featurize import featurize, load_feature_set
 from .pretrain import train_and_register
+from .recipes import resolve_recipe
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +37,29 @@ def workflow_key(featurize_run_id: str, settings: dict) -> str:
 
 def main(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_size: int,
          synthetic_clips_per_word: int, seed: int, embedding_dim: int, ae_epochs: int, patience: int,
-         optimizer: str, batch_size: int, position_loss_weight: float, dnn_epochs: int, cnn_epochs: int,
-         num_simulations: int, results_path: str) -> str:
-    """Run the whole experiment; returns the parent run id."""
+         optimizer: str, batch_size: int, dnn_epochs: int, cnn_epochs: int, num_simulations: int,
+         results_path: str, recipe: str = "paper", standardize_inputs: bool | None = None,
+         standardize_positions: bool | None = None, position_features: str | None = None,
+         num_anchors: int | None = None, position_loss_weight: float | None = None,
+         balance_losses: bool | None = None, labelled_per_word: int = 0) -> str:
+    """Run the whole experiment; returns the parent run id. The recipe's options are resolved (and logged)
+    here; explicit options override the recipe."""
     from .summarize import summarize_workflow
 
-    params = {name: value for name, value in locals().items() if name != "summarize_workflow"}
+    options = resolve_recipe(recipe, standardize_inputs=standardize_inputs,
+                             standardize_positions=standardize_positions, position_features=position_features,
+                             num_anchors=num_anchors, position_loss_weight=position_loss_weight,
+                             balance_losses=balance_losses)
+    params = {name: value for name, value in locals().items()
+              if name not in ("summarize_workflow", "options", *options)} | options
     tracking.check_tracking_server()
     with tracking.step_run("main", params, run_name="main") as parent:
         featurize_run_id = featurize(dataset, unlabeled_set_size, lbl_trai_size, lbl_test_size,
                                      synthetic_clips_per_word, seed)
         pretrain_settings = dict(embedding_dim=embedding_dim, ae_epochs=ae_epochs, patience=patience,
-                                 optimizer=optimizer, batch_size=batch_size, position_loss_weight=position_loss_weight)
+                                 optimizer=optimizer, batch_size=batch_size, **options)
         evaluate_settings = dict(dnn_epochs=dnn_epochs, cnn_epochs=cnn_epochs, patience=patience,
-                                 lbl_trai_size=lbl_trai_size)
+                                 lbl_trai_size=lbl_trai_size, labelled_per_word=labelled_per_word)
         key = workflow_key(featurize_run_id, pretrain_settings | evaluate_settings | {"seed": seed})
         mlflow.set_tags({"featurize_run_id": featurize_run_id, WORKFLOW_TAG: key})
         feature_set = load_feature_set(featurize_run_id)
@@ -69,8 +79,14 @@ def main(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_siz
 
 
 def run_simulation(feature_set, featurize_run_id: str, key: str, index: int, seed: int,
-                   pretrain_settings: dict, evaluate_settings: dict) -> str:
-    """One simulation (a child run): pretrain a fresh auto-encoder, evaluate it; reused if already finished."""
+                   pretrain_settings: dict, evaluate_settings: dict, cache: dict | None = None) -> str:
+    """One simulation (a child run): pretrain a fresh auto-encoder, evaluate it; reused if already finished.
+
+    `cache` (optional, kept by the caller across simulations of one feature set) holds the registered encoder
+    of each (pretrain settings, seed) and the MFCC baselines of each labelled sample: an encoder pretrained by
+    an earlier simulation with the same settings and seed is evaluated again instead of retrained, and the
+    baselines are not retrained.
+    """
     simulation_key = f"{key}-{index}"
     previous = tracking.find_finished_run(SIMULATION, simulation_key)
     if previous is not None:
@@ -80,13 +96,18 @@ def run_simulation(feature_set, featurize_run_id: str, key: str, index: int, see
               **pretrain_settings, **evaluate_settings}
     with tracking.step_run(SIMULATION, params, run_name=f"simulation-{index:02d}", key=simulation_key,
                            tags={WORKFLOW_TAG: key, SIMULATION_TAG: str(index)}) as run:
-        log.info("simulation %d (seed %d): pretraining", index, seed)
-        encoder_uri = train_and_register(feature_set, featurize_run_id=featurize_run_id, seed=seed,
-                                         **pretrain_settings)
+        encoder_key = json.dumps({**pretrain_settings, "seed": seed}, sort_keys=True)
+        encoder_uri = (cache or {}).get(encoder_key)
+        if encoder_uri is None:
+            log.info("simulation %d (seed %d): pretraining", index, seed)
+            encoder_uri = train_and_register(feature_set, featurize_run_id=featurize_run_id, seed=seed,
+                                             **pretrain_settings)
+            if cache is not None:
+                cache[encoder_key] = encoder_uri
         mlflow.set_tag("encoder_uri", encoder_uri)
         log.info("simulation %d: evaluating %s", index, encoder_uri)
         evaluate_encoder(feature_set, featurize_run_id=featurize_run_id, encoder_uri=encoder_uri, seed=seed,
-                         **evaluate_settings)
+                         baselines=cache, **evaluate_settings)
         return run.info.run_id
 
 

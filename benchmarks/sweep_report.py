@@ -1,0 +1,60 @@
+"""Markdown tables of a sweep's `sweep.csv`: accuracy per configuration, and paired differences.
+
+python benchmarks/sweep_report.py results/sweep/sweep.csv
+Differences are paired by (labelled_per_word, simulation): the same seed, labelled sample and test clips.
+"""
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+
+from spatial_ae.summarize import describe
+
+COMPARISONS = (  # (name, better, worse)
+    ("spatial AE (paper) - plain AE (paper inputs)", "spatial AE (paper)", "plain AE (paper inputs)"),
+    ("spatial AE (balanced) - plain AE (standardised)", "spatial AE (balanced)", "plain AE (standardised)"),
+    ("spatial AE (balanced) - spatial AE (paper)", "spatial AE (balanced)", "spatial AE (paper)"),
+    ("spatial AE (balanced) - MFCC-CNN", "spatial AE (balanced)", "MFCC-CNN"),
+    ("spatial AE (paper) - MFCC-CNN", "spatial AE (paper)", "MFCC-CNN"),
+    ("spatial AE (balanced) - MFCC-DNN", "spatial AE (balanced)", "MFCC-DNN"),
+)
+
+
+def configuration(row) -> str:
+    if row.model == "mfcc_cnn":
+        return "MFCC-CNN"
+    if row.model == "mfcc_dnn":
+        return "MFCC-DNN"
+    if row.weight == 0:
+        return "plain AE (paper inputs)" if row.recipe == "paper" else "plain AE (standardised)"
+    return f"spatial AE ({row.recipe})" + ("" if row.weight == 1 else f", weight {row.weight:g}")
+
+
+def accuracies(table: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per configuration, labelled_per_word and simulation (baselines averaged over the cells)."""
+    table = table.assign(configuration=[configuration(row) for row in table.itertuples()])
+    return table.groupby(["configuration", "labelled_per_word", "simulation"], as_index=False)["accuracy"].mean()
+
+
+def interval(values) -> str:
+    d = describe(values)
+    return f"{d['mean']:.3f} [{d['ci95_low']:.3f}, {d['ci95_high']:.3f}]"
+
+
+def report(path: str) -> str:
+    scores = accuracies(pd.read_csv(path))
+    lines = ["| configuration | labelled per word | n | accuracy, mean [95% CI] |", "|---|---|---|---|"]
+    for (name, per_word), group in scores.groupby(["configuration", "labelled_per_word"]):
+        lines.append(f"| {name} | {per_word} | {len(group)} | {interval(group['accuracy'])} |")
+    wide = scores.pivot_table(index=["labelled_per_word", "simulation"], columns="configuration", values="accuracy")
+    lines += ["", "| paired difference | labelled per word | mean [95% CI] |", "|---|---|---|"]
+    for name, better, worse in COMPARISONS:
+        if better in wide and worse in wide:
+            for per_word, group in (wide[better] - wide[worse]).groupby(level=0):
+                lines.append(f"| {name} | {per_word} | {interval(group.dropna())} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(report(sys.argv[1]))

@@ -1,0 +1,88 @@
+"""Recipes of the pretrain step: named presets of the options that decide how much the position constraint acts.
+
+- `paper`: the published method: raw MFCC in and out, one position = cosine distance of the power mel
+  to the mean unlabelled mel, both MSE losses with weight 1 (the reconstruction loss then dwarfs the
+  position loss by three orders of magnitude, issue 9).
+- `balanced`: MFCC standardised with unlabelled-set statistics (inside the encoder), positions = cosine
+  distances of the log mel to 8 k-means centres, each z-scored, position loss scaled so that both heads
+  start with equal loss.
+
+Options given explicitly (not None) override the recipe's.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .features import MFCC_SHAPE, cosine_positions
+from .features import anchor as mean_anchor
+
+RECIPE_OPTIONS = ("standardize_inputs", "standardize_positions", "position_features", "num_anchors",
+                  "position_loss_weight", "balance_losses")
+RECIPES = {
+    "paper": dict(standardize_inputs=False, standardize_positions=False, position_features="power_mel",
+                  num_anchors=1, position_loss_weight=1.0, balance_losses=False),
+    "balanced": dict(standardize_inputs=True, standardize_positions=True, position_features="log_mel",
+                     num_anchors=8, position_loss_weight=1.0, balance_losses=True),
+}
+LOG_MEL_FLOOR = 1e-10  # power floor of the log mel, as librosa.power_to_db's amin
+
+
+def resolve_recipe(recipe: str, **options) -> dict:
+    """The recipe's options, overridden by the options given (not None); includes `recipe` itself."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
+    unknown = set(options) - set(RECIPE_OPTIONS)
+    if unknown:
+        raise ValueError(f"not recipe options: {', '.join(sorted(unknown))}")
+    given = {name: value for name, value in options.items() if value is not None}
+    return {"recipe": recipe, **RECIPES[recipe], **given}
+
+
+def mfcc_statistics(mfcc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance (640,) of flattened 20 x 32 MFCC, per coefficient over clips and frames (repeated over
+    the frames): per-value statistics would divide by ~0 where short clips' padding is constant (FSDD)."""
+    by_coefficient = np.asarray(mfcc, dtype=np.float64).reshape(len(mfcc), *MFCC_SHAPE)
+    mean = by_coefficient.mean(axis=(0, 2))
+    variance = by_coefficient.var(axis=(0, 2))
+    return (np.repeat(mean, MFCC_SHAPE[1]).astype(np.float32), np.repeat(variance, MFCC_SHAPE[1]).astype(np.float32))
+
+
+def position_features(mel: np.ndarray, kind: str) -> np.ndarray:
+    """The vectors positions are measured on: the power mel itself, or its log (dB, floored at -100 dB)."""
+    if kind == "power_mel":
+        return mel
+    if kind == "log_mel":
+        return (10.0 * np.log10(np.maximum(mel, LOG_MEL_FLOOR))).astype(np.float32)
+    raise ValueError(f"unknown position_features {kind!r}")
+
+
+def anchors(vectors: np.ndarray, num_anchors: int, seed: int) -> np.ndarray:
+    """(k, d) anchors: the mean vector for k = 1 (the paper), else k-means centres fitted with `seed`."""
+    if num_anchors == 1:
+        return mean_anchor(vectors)[None, :]
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=num_anchors, n_init=3, random_state=seed).fit(vectors).cluster_centers_
+
+
+def position_targets(unlabelled_mel: np.ndarray, position_features_kind: str, num_anchors: int,
+                     standardize: bool, seed: int) -> np.ndarray:
+    """(u, k) float32 position targets of the unlabelled clips: cosine distances to the k anchors,
+    z-scored per column when `standardize`."""
+    vectors = position_features(unlabelled_mel, position_features_kind)
+    targets = cosine_positions(vectors, anchors(vectors, num_anchors, seed)).reshape(len(vectors), -1)
+    if standardize:
+        targets = (targets - targets.mean(axis=0)) / np.maximum(targets.std(axis=0), 1e-12)
+    return targets.astype(np.float32)
+
+
+def mean_prediction_mse(targets: np.ndarray) -> float:
+    """MSE of predicting every target by its column mean: the loss a head starts from."""
+    return float(np.mean(np.var(np.asarray(targets, dtype=np.float64), axis=0)))
+
+
+def position_loss_scale(reconstruction_targets: np.ndarray, positions: np.ndarray, balance: bool) -> float:
+    """Factor on the position loss (times position_loss_weight) that makes both heads start equal when `balance`."""
+    if not balance:
+        return 1.0
+    return mean_prediction_mse(reconstruction_targets) / max(mean_prediction_mse(positions), 1e-12)

@@ -1,0 +1,118 @@
+"""Recipes of the position constraint (issue 9), the MFCC-DNN baseline, per-word sampling and the sweep."""
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from scipy.spatial.distance import cdist
+from sklearn.cluster import KMeans
+
+from spatial_ae.corpus import TRAIN, UNLABELLED
+from spatial_ae.evaluate import labelled_sample, load_keras_encoder
+from spatial_ae.features import anchor, cosine_positions
+from spatial_ae.params import parse_step_params
+from spatial_ae.recipes import RECIPES, position_loss_scale, position_targets, resolve_recipe
+from spatial_ae.workflow import main
+from tests.conftest import SMALL_CLIPS_PER_WORD
+
+TINY = dict(dataset="synthetic", unlabeled_set_size=240, lbl_trai_size=30, lbl_test_size=60,
+            synthetic_clips_per_word=SMALL_CLIPS_PER_WORD, ae_epochs=3, patience=2, dnn_epochs=3, cnn_epochs=2)
+
+
+def test_presets_resolve_as_documented_and_explicit_options_override():
+    assert resolve_recipe("paper") == {"recipe": "paper", "standardize_inputs": False, "standardize_positions": False,
+                                       "position_features": "power_mel", "num_anchors": 1,
+                                       "position_loss_weight": 1.0, "balance_losses": False}
+    assert resolve_recipe("balanced") == {"recipe": "balanced", **RECIPES["balanced"]}
+    assert RECIPES["balanced"]["standardize_inputs"] and RECIPES["balanced"]["num_anchors"] > 1
+    params = parse_step_params("main", {"recipe": "balanced", "num_anchors": "3", "standardize_positions": "false"})
+    assert params["position_loss_weight"] is None  # not given: the recipe decides
+    resolved = resolve_recipe(params["recipe"], **{name: params[name] for name in RECIPES["paper"]})
+    assert resolved["num_anchors"] == 3 and resolved["standardize_positions"] is False
+    assert resolved["position_features"] == "log_mel" and resolved["balance_losses"] is True
+    assert resolve_recipe("paper", position_loss_weight=0.0)["position_loss_weight"] == 0.0
+
+
+def test_k_anchors_give_cosine_distances_to_kmeans_centres():
+    mel = np.random.default_rng(0).gamma(1.0, size=(60, 16)).astype(np.float32)
+    targets = position_targets(mel, "power_mel", 3, standardize=False, seed=4)
+    centres = KMeans(n_clusters=3, n_init=3, random_state=4).fit(mel).cluster_centers_
+    assert targets.shape == (60, 3)
+    np.testing.assert_allclose(targets, cdist(mel, centres, "cosine"), rtol=1e-5, atol=1e-6)
+    paper = position_targets(mel, "power_mel", 1, standardize=False, seed=4)
+    np.testing.assert_allclose(paper[:, 0], cosine_positions(mel, anchor(mel)), rtol=1e-6)
+    standardized = position_targets(mel, "log_mel", 3, standardize=True, seed=4)
+    np.testing.assert_allclose(standardized.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(standardized.std(axis=0), 1, atol=1e-4)
+    reconstruction = np.random.default_rng(1).normal(0, 10, size=(60, 8))
+    assert position_loss_scale(reconstruction, paper, balance=True) > 100
+    assert position_loss_scale(reconstruction, paper, balance=False) == 1.0
+
+
+def test_balanced_recipe_carries_the_normalisation_and_mfcc_dnn_is_logged(sqlite_tracking, small_synthetic_corpus,
+                                                                         tmp_path):
+    params = parse_step_params("main", TINY | {"recipe": "balanced", "num_anchors": "4", "num_simulations": 1,
+                                               "results_path": str(tmp_path / "results")})
+    parent_id = main(**params)
+    client = MlflowClient()
+    assert client.get_run(parent_id).data.params["standardize_inputs"] == "True"
+    simulation = next(r for r in client.search_runs([sqlite_tracking["experiment_id"]],
+                                                    f"tags.mlflow.parentRunId = '{parent_id}'")
+                      if r.data.tags["spatial_ae.step"] == "simulation")
+    logged = simulation.data.params
+    assert (logged["recipe"], logged["num_anchors"], logged["position_features"]) == ("balanced", "4", "log_mel")
+    assert float(logged["position_loss_scale"]) > 0
+    for model in ("embedding_dnn", "mfcc_cnn", "mfcc_dnn"):
+        assert 0 <= simulation.data.metrics[f"{model}_accuracy"] <= 1
+    assert "mfcc_dnn_weighted_precision" in simulation.data.metrics
+    per_class = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=simulation.info.run_id, artifact_path="evaluation/per_class_metrics.csv"))
+    assert set(per_class["model"]) == {"embedding_dnn", "mfcc_cnn", "mfcc_dnn"}
+
+    from spatial_ae.featurize import load_feature_set
+
+    feature_set = load_feature_set(client.get_run(parent_id).data.tags["featurize_run_id"])
+    encoder = load_keras_encoder(simulation.data.tags["encoder_uri"])
+    assert isinstance(encoder.get_layer("input_standardization"), keras.layers.Normalization)
+    unlabelled = feature_set.mfcc[feature_set.indices(UNLABELLED)]
+    raw = feature_set.mfcc[:8]
+    by_coefficient = unlabelled.reshape(len(unlabelled), 20, 32)
+    mean = np.repeat(by_coefficient.mean(axis=(0, 2)), 32)
+    std = np.repeat(by_coefficient.std(axis=(0, 2)), 32)
+    x = (raw - mean) / std
+    for layer in encoder.layers:
+        if not isinstance(layer, (keras.layers.InputLayer, keras.layers.Normalization)):
+            x = layer(x, training=False)
+    np.testing.assert_allclose(encoder.predict(raw, verbose=0), np.asarray(x), rtol=1e-3, atol=1e-4)
+
+
+def test_labelled_sample_per_word():
+    class Features:
+        words = ("a", "b", "c")
+        labels = np.repeat([0, 1, 2], 10)
+        splits = np.array([TRAIN] * 30)
+
+        def indices(self, split):
+            return np.flatnonzero(self.splits == split)
+
+    train, stop = labelled_sample(Features(), lbl_trai_size=100, seed=0, labelled_per_word=3)
+    assert np.bincount(Features.labels[train]).tolist() == [3, 3, 3]
+    assert np.bincount(Features.labels[stop]).tolist() == [3, 3, 3]
+    assert not set(train) & set(stop)
+
+
+def test_tiny_sweep_writes_the_table_and_the_figure(sqlite_tracking, small_synthetic_corpus, tmp_path):
+    from spatial_ae.sweep import CSV_NAME, FIGURE_NAME, sweep
+
+    results = tmp_path / "sweep"
+    params = parse_step_params("sweep", TINY | {"recipes": "balanced", "position_loss_weights": "0,1",
+                                                "labelled_per_word": "2", "num_simulations": 1,
+                                                "results_path": str(results)})
+    parent_id = sweep(**params)
+    table = pd.read_csv(results / CSV_NAME)
+    assert list(table.columns) == ["recipe", "weight", "labelled_per_word", "simulation", "model", "accuracy"]
+    assert len(table) == 2 * 3 and set(table["weight"]) == {0.0, 1.0}
+    assert table["accuracy"].between(0, 1).all()
+    assert (results / FIGURE_NAME).stat().st_size > 0
+    logged = {a.path for a in MlflowClient().list_artifacts(parent_id)}
+    assert {CSV_NAME, FIGURE_NAME} <= logged

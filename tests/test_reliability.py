@@ -1,0 +1,192 @@
+"""GitHub issue 7: interruptions, resume, atomic results, concurrent workflows and an unreachable server.
+
+The workflows run as real subprocesses (`python entrypoints/main.py ...`) with tiny sizes on the session's
+small synthetic corpus (used as a corpus folder, so no corpus is generated per seed).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from spatial_ae import summarize
+from tests.conftest import REPO, free_port
+
+STEP, SIMULATION_TAG = "spatial_ae.step", "spatial_ae.simulation"
+TINY = dict(unlabeled_set_size=100, lbl_trai_size=10, lbl_test_size=20, embedding_dim=8, dnn_epochs=2, cnn_epochs=2)
+
+
+def main_command(corpus: Path, results: Path, **params) -> list[str]:
+    arguments = {"dataset": str(corpus), "results_path": str(results), **TINY, **params}
+    command = [sys.executable, "entrypoints/main.py"]
+    for name, value in arguments.items():
+        command += [f"--{name}", str(value)]
+    return command
+
+
+def start_main(command: list[str], log: Path, **env) -> subprocess.Popen:
+    return subprocess.Popen(command, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            env={**os.environ, **env})
+
+
+def runs_of(experiment_id: str, step: str) -> list:
+    for attempt in range(5):  # the workflow may hold the SQLite write lock for a moment
+        try:
+            return MlflowClient().search_runs([experiment_id], filter_string=f"tags.`{STEP}` = '{step}'",
+                                              order_by=["attributes.start_time ASC"], max_results=1000)
+        except Exception:  # noqa: BLE001
+            time.sleep(0.5)
+    raise RuntimeError("tracking store not readable")
+
+
+def simulation_status(experiment_id: str) -> list[tuple[int, str, str]]:
+    """(index, status, run id) of every simulation run, oldest first."""
+    return [(int(run.data.tags[SIMULATION_TAG]), run.info.status, run.info.run_id)
+            for run in runs_of(experiment_id, "simulation")]
+
+
+def interrupt_during(process: subprocess.Popen, experiment_id: str, finished: int, signum: int, log: Path,
+                     timeout: float = 240) -> dict[int, str]:
+    """Wait until simulation `finished` is FINISHED and `finished + 1` is RUNNING, send `signum`, wait for exit.
+
+    Returns {index: run id} of the finished simulations seen before the signal."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, log.read_text()[-3000:]
+        status = simulation_status(experiment_id)
+        done = {index: run_id for index, state, run_id in status if state == "FINISHED"}
+        if finished in done and any(index == finished + 1 and state == "RUNNING" for index, state, _ in status):
+            time.sleep(2)  # well inside the simulation: training
+            process.send_signal(signum)
+            process.wait(timeout=120)
+            return done
+        time.sleep(0.5)
+    process.kill()
+    raise AssertionError(f"simulation {finished + 1} never started: {log.read_text()[-3000:]}")
+
+
+def assert_stopped_in_simulation_2(process: subprocess.Popen, log: Path) -> None:
+    """The interrupted workflow stopped at once: it neither went on to simulation 3 nor summarized."""
+    text = log.read_text()
+    assert process.returncode != 0, text[-3000:]
+    assert "simulation 3 (seed 2)" not in text and "summarize:" not in text, text[-3000:]
+
+
+def test_interrupted_workflow_resumes_where_it_stopped(sqlite_tracking, small_synthetic_corpus, tmp_path):
+    """Ctrl-C (SIGINT), then SIGTERM, in the middle of simulation 2 of 3; the third run does only 2 and 3."""
+    experiment = sqlite_tracking["experiment_id"]
+    results = tmp_path / "results"
+    command = main_command(small_synthetic_corpus, results, num_simulations=3, ae_epochs=10, patience=100)
+    env = {"SPATIAL_AE_ENCODER_NAME": f"resume-{uuid.uuid4().hex[:8]}"}
+    client = MlflowClient()
+
+    first = start_main(command, tmp_path / "sigint.log", **env)
+    finished = interrupt_during(first, experiment, 1, signal.SIGINT, tmp_path / "sigint.log")
+    assert_stopped_in_simulation_2(first, tmp_path / "sigint.log")
+    status = simulation_status(experiment)
+    assert [(index, state) for index, state, _ in status] == [(1, "FINISHED"), (2, "KILLED")]
+    assert [p.info.status for p in runs_of(experiment, "main")] == ["KILLED"]
+    assert [r.info.status for r in runs_of(experiment, "featurize")] == ["FINISHED"]
+    simulation_1 = finished[1]
+
+    second = start_main(command, tmp_path / "sigterm.log", **env)
+    interrupt_during(second, experiment, 1, signal.SIGTERM, tmp_path / "sigterm.log")
+    assert_stopped_in_simulation_2(second, tmp_path / "sigterm.log")
+    assert f"simulation 1: reusing finished run {simulation_1}" in (tmp_path / "sigterm.log").read_text()
+    status = simulation_status(experiment)
+    assert [(index, state) for index, state, _ in status] == [(1, "FINISHED"), (2, "KILLED"), (2, "KILLED")]
+    assert [p.info.status for p in runs_of(experiment, "main")] == ["KILLED", "KILLED"]
+
+    third = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=500,
+                           env={**os.environ, **env})
+    assert third.returncode == 0, third.stderr[-3000:]
+    output = third.stdout + third.stderr
+    assert "featurize: reusing finished run" in output
+    assert f"simulation 1: reusing finished run {simulation_1}" in output
+    assert "simulation 1 (seed 0): pretraining" not in output
+    assert "simulation 2 (seed 1): pretraining" in output and "simulation 3 (seed 2): pretraining" in output
+    status = simulation_status(experiment)
+    assert [(index, state) for index, state, _ in status] == [
+        (1, "FINISHED"), (2, "KILLED"), (2, "KILLED"), (2, "FINISHED"), (3, "FINISHED")]
+    assert status[0][2] == simulation_1  # the same run, not re-run
+    parents = runs_of(experiment, "main")
+    assert [p.info.status for p in parents] == ["KILLED", "KILLED", "FINISHED"]
+    assert [r.info.status for r in runs_of(experiment, "featurize")] == ["FINISHED"]  # computed once, reused
+    table = pd.read_csv(results / "results.csv")
+    assert len(table) == 3 and table.notna().all().all()
+    assert client.get_run(parents[2].info.run_id).data.metrics["simulations_finished"] == 3
+    assert "RUNNING" not in {r.info.status for r in client.search_runs([experiment], max_results=1000)}
+
+
+def test_results_csv_is_replaced_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "results.csv"
+    old = pd.DataFrame({"wercm": [0.5]})
+    summarize._write_csv(old, path)
+    before = path.read_bytes()
+
+    def crash_midway(self, target, *args, **kwargs):
+        Path(target).write_text("wercm,cmpresi\n0.1,")  # half a file, then the disk fills up
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", crash_midway)
+    with pytest.raises(OSError, match="No space"):
+        summarize._write_csv(pd.DataFrame({"wercm": [0.1, 0.2]}), path)
+    assert path.read_bytes() == before  # the old results are intact
+    with pytest.raises(OSError, match="No space"):
+        summarize._write_csv(pd.DataFrame({"wercm": [0.1]}), tmp_path / "new.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]  # no partial or temporary file
+
+
+def test_four_concurrent_workflows_on_one_server(server_tracking, small_synthetic_corpus, tmp_path):
+    experiment = server_tracking["experiment_id"]
+    name = f"concurrent-{uuid.uuid4().hex[:8]}"
+    processes = [start_main(main_command(small_synthetic_corpus, tmp_path / f"results{seed}", seed=seed,
+                                         num_simulations=1, ae_epochs=2, patience=2),
+                            tmp_path / f"main{seed}.log", SPATIAL_AE_ENCODER_NAME=name)
+                 for seed in range(4)]
+    for seed, process in enumerate(processes):
+        try:
+            process.wait(timeout=540)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        assert process.returncode == 0, (tmp_path / f"main{seed}.log").read_text()[-3000:]
+
+    parents = runs_of(experiment, "main")
+    simulations = runs_of(experiment, "simulation")
+    featurize_runs = runs_of(experiment, "featurize")
+    assert [p.info.status for p in parents] == ["FINISHED"] * 4
+    assert [s.info.status for s in simulations] == ["FINISHED"] * 4
+    assert [f.info.status for f in featurize_runs] == ["FINISHED"] * 4  # one per seed
+    assert {s.data.tags["mlflow.parentRunId"] for s in simulations} == {p.info.run_id for p in parents}
+    assert sorted(p.data.params["seed"] for p in parents) == ["0", "1", "2", "3"]
+
+    client = MlflowClient()
+    versions = client.search_model_versions(f"name='{name}'")
+    assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]
+    assert len({v.run_id for v in versions}) == 4  # one per simulation
+    assert {v.run_id for v in versions} == {s.info.run_id for s in simulations}
+    accuracy = {int(v.version): float(v.tags["downstream_accuracy"]) for v in versions}
+    best = max(accuracy, key=lambda version: (accuracy[version], -version))  # ties: the older version
+    assert int(client.get_model_version_by_alias(name, "champion").version) == best
+
+
+def test_unreachable_tracking_server_stops_main_at_once(tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    start = time.time()
+    result = subprocess.run(main_command(tmp_path / "corpus", tmp_path / "results", num_simulations=1),
+                            cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    elapsed = time.time() - start
+    assert result.returncode == 2
+    assert elapsed < 60, f"took {elapsed:.0f} s"
+    assert "Traceback" not in result.stderr and "pretraining" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert uri in line and "not reachable" in line and "mlflow server" in line and "unset MLFLOW_TRACKING_URI" in line

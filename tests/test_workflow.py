@@ -1,0 +1,95 @@
+"""The whole experiment end to end: simulations as child runs, metrics, registry and aliases, summary.
+
+One test runs `main` in-process on a SQLite store; one runs `mlflow run .` against a real tracking server.
+"""
+import os
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from spatial_ae.params import parse_step_params
+from spatial_ae.registry import ACCURACY_TAG, CHAMPION, ENCODER_NAME, NEWEST
+from spatial_ae.workflow import main
+from tests.conftest import SMALL_CLIPS_PER_WORD
+from tests.test_featurize import mlflow_run
+
+TINY = dict(dataset="synthetic", unlabeled_set_size=240, lbl_trai_size=30, lbl_test_size=60,
+            synthetic_clips_per_word=SMALL_CLIPS_PER_WORD, ae_epochs=4, patience=2, dnn_epochs=4, cnn_epochs=2,
+            num_simulations=2)
+
+
+def children(parent_run_id: str, experiment_id: str):
+    return MlflowClient().search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+def check_registry(client: MlflowClient, versions_expected: int) -> None:
+    versions = client.search_model_versions(f"name='{ENCODER_NAME}'")
+    assert sorted(int(v.version) for v in versions) == list(range(1, versions_expected + 1))
+    accuracies = {str(v.version): float(v.tags[ACCURACY_TAG]) for v in versions}
+    best = max(accuracies.values())
+    champion = client.get_model_version_by_alias(ENCODER_NAME, CHAMPION)
+    assert accuracies[str(champion.version)] == best
+    assert min(v for v, a in accuracies.items() if a == best) == str(champion.version)  # ties go to the older one
+    assert str(client.get_model_version_by_alias(ENCODER_NAME, NEWEST).version) == str(versions_expected)
+
+
+def test_two_simulations_in_process(sqlite_tracking, small_synthetic_corpus, tmp_path):
+    results = tmp_path / "results"
+    parent_id = main(**parse_step_params("main", TINY | {"results_path": str(results)}))
+    client = MlflowClient()
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    runs = children(parent_id, sqlite_tracking["experiment_id"])
+    steps = sorted(r.data.tags["spatial_ae.step"] for r in runs)
+    assert steps == ["featurize", "simulation", "simulation"]
+    simulations = sorted((r for r in runs if r.data.tags["spatial_ae.step"] == "simulation"),
+                         key=lambda r: int(r.data.tags["spatial_ae.simulation"]))
+    assert [r.data.params["seed"] for r in simulations] == ["0", "1"]
+    for run in simulations:
+        metrics = run.data.metrics
+        assert run.info.status == "FINISHED"
+        for model in ("embedding_dnn", "mfcc_cnn"):
+            assert 0 <= metrics[f"{model}_accuracy"] <= 1
+            assert np.isclose(metrics[f"{model}_wer"], 1 - metrics[f"{model}_accuracy"])
+            assert f"{model}_precision_yes" in metrics and f"{model}_recall_zero" in metrics
+        history = client.get_metric_history(run.info.run_id, "ae_epoch_position_loss")
+        assert 1 <= len(history) <= TINY["ae_epochs"]
+        version = run.data.tags["encoder_uri"].rsplit("/", 1)[1]
+        assert client.get_model_version(ENCODER_NAME, version).tags["featurize_run_id"] == parent.data.tags["featurize_run_id"]
+    check_registry(client, versions_expected=2)
+
+    encoder = mlflow.pyfunc.load_model(f"models:/{ENCODER_NAME}@{CHAMPION}")
+    waveforms = np.random.default_rng(0).normal(scale=0.1, size=(3, 16000)).astype(np.float32)
+    embeddings = encoder.predict(waveforms)
+    assert embeddings.shape == (3, 75) and np.isfinite(embeddings).all()
+
+    table = pd.read_csv(results / "results.csv")
+    assert len(table) == 2
+    assert np.allclose(table["wercm"], [1 - r.data.metrics["mfcc_cnn_accuracy"] for r in simulations])
+
+
+def test_main_through_mlflow_run_against_a_tracking_server(server_tracking, small_synthetic_corpus, tmp_path):
+    """`mlflow run .` with a real `mlflow server` (SQLite backend, artifacts served by the server)."""
+    assert os.environ["MLFLOW_TRACKING_URI"].startswith("http://127.0.0.1:")
+    result = mlflow_run("main", TINY | {"results_path": str(tmp_path / "results")})
+    assert result.returncode == 0, result.stderr[-4000:]
+    client = MlflowClient()
+    parents = client.search_runs([server_tracking["experiment_id"]], "tags.`spatial_ae.step` = 'main'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert parent.data.params["num_simulations"] == "2"
+    assert parent.data.metrics["simulations_finished"] == 2
+    runs = children(parent.info.run_id, server_tracking["experiment_id"])
+    assert len([r for r in runs if r.data.tags["spatial_ae.step"] == "simulation"]) == 2
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "results.csv" in artifacts
+    local = mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="results.csv")
+    assert list(pd.read_csv(local).columns) == ["wercm", "cmpresi", "cmrecal", "cmavpresi", "cmavrecal",
+                                                "wer_v_p", "appresi", "aprecal", "apavpresi", "apavrecal"]
+    summary = {a.path for a in client.list_artifacts(parent.info.run_id, "summary")}
+    assert {"summary/pca_mfcc.png", "summary/pca_embedding.png", "summary/training_curves.png"} <= summary
+    check_registry(client, versions_expected=2)
+    encoder = mlflow.pyfunc.load_model(f"models:/{ENCODER_NAME}@{CHAMPION}")
+    assert encoder.predict(np.zeros((1, 16000), np.float32)).shape == (1, 75)
