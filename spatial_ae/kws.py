@@ -1,9 +1,9 @@
 """Keyword spotting with a registered encoder: train a classifier on a labelled folder, register it, predict files.
 
 `train_keyword_spotter` (entry point `kws`) embeds the clips of a labelled folder with the encoder, trains the
-paper's DNN probe (on standardised embeddings) with early stopping and registers `spatial-ae-kws`: a pyfunc taking raw audio or WAV paths and
-returning a DataFrame with `word` and `confidence`, the encoder inside. `predict_keywords` (entry point `predict`)
-writes such predictions for files or a folder to a CSV.
+paper's DNN probe (on standardised embeddings) with early stopping and registers `spatial-ae-kws`: a pyfunc
+taking raw audio or WAV paths and returning a DataFrame with `word` and `confidence`, the encoder inside.
+`predict_keywords` (entry point `predict`) writes such predictions for files or a folder to a CSV.
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from .errors import UserError
 from .evaluate import _train_and_test, load_keras_encoder
 from .features import featurize_files
 from .models import build_dnn_probe
-from .pretrain import input_normalizer
 from .training import seed_everything
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,7 @@ def load_labelled_set(data_dir, seed: int = 0) -> LabelledSet:
                         f"Fix: add one folder of WAV clips per word.")
     table = featurize_files([clip.file for clip in corpus.clips], [clip.path for clip in corpus.clips],
                             progress=False, keep_mel=np.zeros(len(corpus.clips), dtype=bool))
-    for name, reason in table.errors:
+    for _, reason in table.errors:
         log.warning("skipped %s", reason)
     clips = [clip for clip, ok in zip(corpus.clips, table.ok) if ok]
     if not clips:
@@ -79,7 +78,7 @@ def load_labelled_set(data_dir, seed: int = 0) -> LabelledSet:
         train, stop, test = (np.flatnonzero(splits == name) for name in (UNLABELLED, TRAIN, TEST))
         rule = "Speech Commands lists: train = in neither list, early stopping = validation list, test = testing list"
     else:
-        train, stop, test = stratified_split(labels, seed)
+        train, stop, test = stratified_split(labels, corpus.words, seed)
         rule = f"no split lists: seeded split of each word, {1 - STOP_FRACTION - TEST_FRACTION:.0%} train, " \
                f"{STOP_FRACTION:.0%} early stopping, {TEST_FRACTION:.0%} test"
     for part, rows in (("training", train), ("early-stopping", stop), ("test", test)):
@@ -93,15 +92,16 @@ def load_labelled_set(data_dir, seed: int = 0) -> LabelledSet:
                        skipped=list(table.errors))
 
 
-def stratified_split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def stratified_split(labels: np.ndarray, words: tuple[str, ...],
+                     seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeded train / early-stopping / test indices, each word split 70 / 15 / 15 (at least one clip each)."""
     rng = np.random.default_rng(seed)
     train, stop, test = [], [], []
-    for word in np.unique(labels):
-        rows = rng.permutation(np.flatnonzero(labels == word))
+    for label, word in enumerate(words):
+        rows = rng.permutation(np.flatnonzero(labels == label))
         if len(rows) < 3:
-            raise UserError(f"word {word} has {len(rows)} readable clip(s); at least 3 are needed (train, early "
-                            f"stopping, test). Fix: add clips to its folder.")
+            raise UserError(f"word folder {word!r} has {len(rows)} readable clip(s); at least 3 are needed (train, "
+                            f"early stopping, test). Fix: add clips to it or remove it.")
         n_stop = max(1, round(STOP_FRACTION * len(rows)))
         n_test = max(1, round(TEST_FRACTION * len(rows)))
         stop.append(rows[:n_stop])
@@ -143,11 +143,11 @@ def train_keyword_spotter(encoder_uri: str, data_dir: str, dnn_epochs: int = 500
             pd.DataFrame(data.skipped, columns=["path", "reason"]).to_csv(Path(tmp) / "skipped_clips.csv", index=False)
             mlflow.log_artifacts(tmp, "kws")
         model_uri = _log_keyword_spotter(encoder, classifier, data.words)
-        encoder_version = registry.registered_version(encoder_uri)
+        encoder_version = registry.registered_version(encoder_uri)  # the version an alias points at now
         uri = registry.register(model_uri, name=KWS_NAME, tags={
             "encoder_uri": encoder_uri, "kws_run_id": run.info.run_id, "data_dir": str(data.root),
             "words": ",".join(data.words),
-            "encoder_version_uri": f"models:/{encoder_version[0]}/{encoder_version[1]}" if encoder_version else encoder_uri})
+            "encoder_version_uri": "models:/{}/{}".format(*encoder_version) if encoder_version else encoder_uri})
         registry.record_accuracy(uri, report.accuracy)
     message = f"kws: {uri} test accuracy {report.accuracy:.3f} (WER {report.wer:.3f}) on {len(data.test)} clips"
     log.info(message)
@@ -160,7 +160,8 @@ def standardized_probe(train_embeddings: np.ndarray, num_classes: int) -> keras.
     (embeddings of unstandardised encoders are large; the DNN then learns far worse)."""
     inputs = keras.Input((train_embeddings.shape[1],), name="embedding")
     probe = build_dnn_probe(train_embeddings.shape[1], num_classes)
-    return keras.Model(inputs, probe(input_normalizer(train_embeddings)(inputs)), name="keyword_classifier")
+    normalizer = keras.layers.Normalization(mean=train_embeddings.mean(axis=0), variance=train_embeddings.var(axis=0))
+    return keras.Model(inputs, probe(normalizer(inputs)), name="keyword_classifier")
 
 
 def _log_keyword_spotter(encoder: keras.Model, classifier: keras.Model, words: tuple[str, ...]) -> str:
@@ -214,7 +215,7 @@ def predict_keywords(kws_uri: str, inputs, output_csv: str = "predictions.csv") 
             for file in files[start:start + PREDICT_BATCH]:
                 try:
                     clips.append(load_clip(file))
-                    readable.append(str(file.resolve()))
+                    readable.append(str(file.absolute()))
                 except AudioError as error:
                     log.warning("skipped %s", error)
                     skipped.append(str(file))

@@ -64,7 +64,7 @@ def test_keyword_spotter_on_fsdd_digits(sqlite_tracking, speech_commands_sample,
     data_dir = fsdd_digit_folder(fsdd, tmp_path / "digits")
     (data_dir / "one" / "broken.wav").write_bytes(b"RIFF0000WAVEnot audio")  # skipped and counted
 
-    kws_uri = train_keyword_spotter("models:/spatial-ae-encoder@champion", str(data_dir), dnn_epochs=200,
+    kws_uri = train_keyword_spotter("models:/spatial-ae-encoder@champion", str(data_dir), dnn_epochs=100,
                                     patience=10, seed=0)
     client = MlflowClient()
     version = client.get_model_version(KWS_NAME, kws_uri.rsplit("/", 1)[1])
@@ -82,7 +82,7 @@ def test_keyword_spotter_on_fsdd_digits(sqlite_tracking, speech_commands_sample,
     data = load_labelled_set(data_dir, seed=0)
     seed_everything(0)
     baseline = _train_and_test(build_mfcc_cnn(len(DIGITS)), keras.optimizers.Adamax(), data.mfcc, data.labels,
-                               data.train, data.stop, data.test, 40, 5, data.words, "mfcc_cnn")
+                               data.train, data.stop, data.test, 30, 5, data.words, "mfcc_cnn")
     client.log_metric(run.info.run_id, "mfcc_cnn_accuracy", baseline.accuracy)
     print(f"\nFSDD digits, test speakers {', '.join(TEST_SPEAKERS)} (held out): encoder + DNN accuracy "
           f"{metrics['kws_accuracy']:.3f}, MFCC-CNN accuracy {baseline.accuracy:.3f} (chance 0.100)")
