@@ -8,6 +8,7 @@ import sys
 
 from .errors import UserError
 from .params import STEPS, ParameterError, parse_step_params
+from .tracking import check_tracking_server
 
 # step name -> "module:function"; each function takes the parsed parameters as keywords.
 STEP_FUNCTIONS = {
@@ -42,8 +43,13 @@ def main(step: str, argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         params = parse_step_params(step, vars(args))
+        check_tracking_server()  # before importing the step (TensorFlow): a down server is reported at once
         step_function(step)(**params)
     except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interruption:  # SIGINT, or SIGTERM via tracking.Terminated
+        print(f"interrupted ({interruption or 'SIGINT'}): the open runs are marked KILLED, finished ones are kept; "
+              f"run the same command again to resume", file=sys.stderr)
+        return 130
     return 0

@@ -12,7 +12,8 @@ early stopping on the validation loss with the best weights restored, per-epoch 
 
 Pick one with the environment variable `SPATIAL_AE_TRAINING=fast|plain` (read at import) or by setting
 `spatial_ae.training.TRAINING_PATH` (read at every `fit`). XLA (`jit_compile=True`) is not used: on this
-CPU-only machine it made an auto-encoder epoch slower, not faster (see benchmarks/README.md).
+CPU-only machine an auto-encoder epoch took as long with it as without, and compiling took about 3 times
+longer than tracing, which every fit pays (see benchmarks/README.md).
 """
 from __future__ import annotations
 

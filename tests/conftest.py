@@ -95,9 +95,9 @@ def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
          "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "2"],
+         "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, cwd=folder)
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while time.time() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"mlflow server exited: {(folder / 'server.log').read_text()[-3000:]}")

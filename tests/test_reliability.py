@@ -182,13 +182,17 @@ def test_four_concurrent_workflows_on_one_server(server_tracking, small_syntheti
 
 def test_unreachable_tracking_server_stops_main_at_once(tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    start = time.time()  # baseline: the imports alone (TensorFlow) take seconds, more on a busy machine
+    subprocess.run([sys.executable, "-c", "import spatial_ae.workflow"], cwd=REPO, capture_output=True, timeout=300)
+    imports = time.time() - start
     start = time.time()
     result = subprocess.run(main_command(tmp_path / "corpus", tmp_path / "results", num_simulations=1),
                             cwd=REPO, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "MLFLOW_TRACKING_URI": uri})
     elapsed = time.time() - start
     assert result.returncode == 2
-    assert elapsed < 60, f"took {elapsed:.0f} s"
+    assert elapsed < imports + 20, f"took {elapsed:.0f} s, the imports alone {imports:.0f} s"  # no retries
     assert "Traceback" not in result.stderr and "pretraining" not in result.stderr
+    assert "Retrying" not in result.stderr and "featurize" not in result.stderr
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert uri in line and "not reachable" in line and "mlflow server" in line and "unset MLFLOW_TRACKING_URI" in line
