@@ -136,7 +136,8 @@ def label_efficiency_figure(table: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for line, group in stats.groupby("line"):
         group = group.sort_values("labelled_per_word")
-        ax.plot(group["labelled_per_word"], group["mean"], marker="o", label=line)
+        ax.errorbar(group["labelled_per_word"], group["mean"], marker="o", capsize=3, label=line,
+                    yerr=[group["mean"] - group["ci95_low"], group["ci95_high"] - group["mean"]])
         ax.fill_between(group["labelled_per_word"], group["ci95_low"], group["ci95_high"], alpha=0.2)
     ax.set_xlabel("labelled training clips per word")
     ax.set_ylabel("test accuracy")
