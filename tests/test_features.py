@@ -74,6 +74,17 @@ def test_shapes_and_constants():
     assert MFCC_DIM == 640 and MEL_DIM == 4096
 
 
+@pytest.mark.parametrize("n_fft", [2048, 1025])
+def test_filterbank_and_window_equal_librosa(n_fft):
+    from scipy.signal import get_window
+
+    from spatial_ae.features import _mel_filters, _Spectrogram
+
+    np.testing.assert_array_equal(_mel_filters(n_fft), librosa.filters.mel(sr=16000, n_fft=n_fft))
+    window = get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    np.testing.assert_array_equal(_Spectrogram.build(n_fft).window, window)
+
+
 def test_equal_to_librosa_on_speech_commands():
     assert_equals_librosa(shared_clips("speech_commands_v0.01_sample/*/*.wav", 20))
 
