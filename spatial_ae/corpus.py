@@ -95,8 +95,12 @@ def open_corpus(dataset: str, synthetic_clips_per_word: int = 100, seed: int = 0
     return read_corpus_dir(path)
 
 
-def read_corpus_dir(root: Path, name: str | None = None, source: str | None = None) -> Corpus:
-    """Read a Speech Commands layout folder; `_background_noise_` and hidden folders are not words."""
+def read_corpus_dir(root: Path, name: str | None = None, source: str | None = None,
+                    hash_splits_if_unlisted: bool = True) -> Corpus:
+    """Read a Speech Commands layout folder; `_background_noise_` and hidden folders are not words.
+
+    Without split lists, splits come from the speaker hash, unless `hash_splits_if_unlisted` is False
+    (then every clip is unlabelled, for callers that split the clips themselves)."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise CorpusError(f"corpus folder {root} does not exist or is not a folder. "
@@ -114,7 +118,7 @@ def read_corpus_dir(root: Path, name: str | None = None, source: str | None = No
                           f"Fix: lay it out as <root>/<word>/<clip>.wav (Speech Commands layout).")
 
     all_paths = {path for paths in files_by_word.values() for path in paths}
-    split_of = _read_split_lists(root, all_paths, warnings)
+    split_of = _read_split_lists(root, all_paths, warnings, hash_splits_if_unlisted)
     clips = [Clip(root, path, word, split_of.get(path, UNLABELLED))
              for word, paths in files_by_word.items() for path in paths]
     for message in warnings:
@@ -148,10 +152,13 @@ def read_fsdd(root: Path) -> Corpus:
                   warnings=warnings)
 
 
-def _read_split_lists(root: Path, all_paths: set[str], warnings: list[str]) -> dict[str, str]:
+def _read_split_lists(root: Path, all_paths: set[str], warnings: list[str],
+                      hash_splits_if_unlisted: bool = True) -> dict[str, str]:
     """Map listed clip paths to their split; missing lists are made from the speaker hash, as Google did."""
     split_of: dict[str, str] = {}
     missing_lists = [name for name in LIST_FILES.values() if not (root / name).is_file()]
+    if missing_lists and not hash_splits_if_unlisted:
+        return split_of
     if missing_lists:
         from .synthetic import which_set
 

@@ -95,7 +95,7 @@ def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri
     reports = {}
     seed_everything(seed)
     dnn = build_dnn_probe(embeddings.shape[1], num_classes)
-    reports[EMBEDDING_DNN] = _train_and_test(dnn, keras.optimizers.Nadam(), embeddings, labels, train, stop, test,
+    reports[EMBEDDING_DNN] = train_and_test(dnn, keras.optimizers.Nadam(), embeddings, labels, train, stop, test,
                                              dnn_epochs, patience, feature_set.words, EMBEDDING_DNN)
     baseline_key = ("baselines", seed, lbl_trai_size, labelled_per_word, dnn_epochs, cnn_epochs, patience)
     if baselines is not None and baseline_key in baselines:
@@ -104,11 +104,11 @@ def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri
         found = {}
         seed_everything(seed)
         cnn = build_mfcc_cnn(num_classes)
-        found[MFCC_CNN] = _train_and_test(cnn, keras.optimizers.Adamax(), feature_set.mfcc, labels, train, stop, test,
+        found[MFCC_CNN] = train_and_test(cnn, keras.optimizers.Adamax(), feature_set.mfcc, labels, train, stop, test,
                                           cnn_epochs, patience, feature_set.words, MFCC_CNN)
         seed_everything(seed)
         mfcc_dnn = build_dnn_probe(feature_set.mfcc.shape[1], num_classes)
-        found[MFCC_DNN] = _train_and_test(mfcc_dnn, keras.optimizers.Nadam(),
+        found[MFCC_DNN] = train_and_test(mfcc_dnn, keras.optimizers.Nadam(),
                                           standardized_mfcc(feature_set.mfcc, train), labels, train, stop, test,
                                           dnn_epochs, patience, feature_set.words, MFCC_DNN)
         baselines = {} if baselines is None else baselines
@@ -131,7 +131,7 @@ def standardized_mfcc(mfcc: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return ((mfcc - mean) / np.sqrt(np.maximum(variance, 1e-12))).astype(np.float32)
 
 
-def _train_and_test(model: keras.Model, optimizer, inputs: np.ndarray, labels: np.ndarray, train, stop, test,
+def train_and_test(model: keras.Model, optimizer, inputs: np.ndarray, labels: np.ndarray, train, stop, test,
                     epochs: int, patience: int, words, prefix: str) -> ClassificationReport:
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     fit(model, inputs[train], labels[train], (inputs[stop], labels[stop]), epochs=epochs, patience=patience,

@@ -23,7 +23,7 @@ from . import registry, tracking
 from .audio import AudioError, load_clip
 from .corpus import LIST_FILES, TEST, TRAIN, UNLABELLED, read_corpus_dir
 from .errors import UserError
-from .evaluate import _train_and_test, load_keras_encoder
+from .evaluate import train_and_test, load_keras_encoder
 from .features import featurize_files
 from .models import build_dnn_probe
 from .training import seed_everything
@@ -59,7 +59,7 @@ def load_labelled_set(data_dir, seed: int = 0) -> LabelledSet:
     list, early-stop on the validation list, test on the testing list. Without them: a seeded split of each
     word's clips, 70% train, 15% early stopping, 15% test. Unreadable clips are skipped and counted.
     """
-    corpus = read_corpus_dir(Path(data_dir))
+    corpus = read_corpus_dir(Path(data_dir), hash_splits_if_unlisted=False)
     if len(corpus.words) < 2:
         raise UserError(f"{corpus.root} has one word folder ({corpus.words[0]}); a keyword spotter needs at least two. "
                         f"Fix: add one folder of WAV clips per word.")
@@ -134,7 +134,7 @@ def train_keyword_spotter(encoder_uri: str, data_dir: str, dnn_epochs: int = 500
         embeddings = np.asarray(encoder.predict(data.mfcc, batch_size=1024, verbose=0), dtype=np.float32)
         seed_everything(seed)
         classifier = standardized_probe(embeddings[data.train], len(data.words))
-        report = _train_and_test(classifier, keras.optimizers.Nadam(), embeddings, data.labels, data.train,
+        report = train_and_test(classifier, keras.optimizers.Nadam(), embeddings, data.labels, data.train,
                                  data.stop, data.test, dnn_epochs, patience, data.words, PREFIX)
         mlflow.log_metrics(report.summary_metrics(PREFIX))
         mlflow.log_table(report.per_class_table(PREFIX), "kws/per_class_metrics.json")

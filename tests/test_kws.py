@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from spatial_ae.cli import main as cli_main
 from spatial_ae.errors import UserError
-from spatial_ae.evaluate import _train_and_test
+from spatial_ae.evaluate import train_and_test
 from spatial_ae.kws import KWS_NAME, input_files, load_labelled_set, predict_keywords, train_keyword_spotter
 from spatial_ae.models import build_mfcc_cnn
 from spatial_ae.params import parse_step_params
@@ -81,7 +81,7 @@ def test_keyword_spotter_on_fsdd_digits(sqlite_tracking, speech_commands_sample,
     # the MFCC-CNN benchmark on the same takes
     data = load_labelled_set(data_dir, seed=0)
     seed_everything(0)
-    baseline = _train_and_test(build_mfcc_cnn(len(DIGITS)), keras.optimizers.Adamax(), data.mfcc, data.labels,
+    baseline = train_and_test(build_mfcc_cnn(len(DIGITS)), keras.optimizers.Adamax(), data.mfcc, data.labels,
                                data.train, data.stop, data.test, 30, 5, data.words, "mfcc_cnn")
     client.log_metric(run.info.run_id, "mfcc_cnn_accuracy", baseline.accuracy)
     print(f"\nFSDD digits, test speakers {', '.join(TEST_SPEAKERS)} (held out): encoder + DNN accuracy "
