@@ -7,8 +7,12 @@ import logging
 import sys
 
 from .errors import UserError
+from .parallel import configure_threads
 from .params import STEPS, ParameterError, parse_step_params
 from .tracking import check_tracking_server
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TRAINING_STEPS = ("pretrain", "evaluate", "main", "kws", "sweep")
 
 # step name -> "module:function"; each function takes the parsed parameters as keywords.
 STEP_FUNCTIONS = {
@@ -40,10 +44,12 @@ def main(step: str, argv: list[str] | None = None) -> int:
     for spec in STEPS[step]:
         parser.add_argument(f"--{spec.name}", default=spec.default, help=f"{spec.help} (default: {spec.default})")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         params = parse_step_params(step, vars(args))
         check_tracking_server()  # before importing the step (TensorFlow): a down server is reported at once
+        if step in TRAINING_STEPS:
+            configure_threads(1)
         step_function(step)(**params)
     except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)

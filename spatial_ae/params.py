@@ -141,6 +141,8 @@ STEPS: dict[str, tuple[Param, ...]] = {
         *PRETRAIN_HYPERPARAMETERS,
         *EVALUATE_HYPERPARAMETERS,
         _int("num_simulations", 10, "repetitions, each a child run with its own seed", low=1),
+        _int("parallel_simulations", 0, "simulations run at once, each in a worker process; 0 = one per CPU "
+             "core, 1 = one after the other in the main process"),
         RESULTS_PATH),
     "sweep": (
         *FEATURIZE,

@@ -75,8 +75,9 @@ def _raise_terminated(signum, frame):
 
 @contextlib.contextmanager
 def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key: str | None = None,
-             tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
-    """A run for one step: nested under the active run if there is one; FAILED on error, KILLED on interruption.
+             tags: dict[str, str] | None = None, parent_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """A run for one step: nested under the active run if there is one (or under `parent_run_id`, a run of
+    another process); FAILED on error, KILLED on interruption.
 
     Reuses the run MLflow Projects started for this process (MLFLOW_RUN_ID) when no run is active.
     """
@@ -85,7 +86,7 @@ def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key
     if not nested and _in_main_thread():
         _SIGNALS_RECEIVED.clear()
         previous_handlers = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGINT)}
-    run = mlflow.start_run(run_name=run_name, nested=nested)
+    run = mlflow.start_run(run_name=run_name, nested=nested, parent_run_id=parent_run_id)
     try:
         mlflow.set_tags({STEP_TAG: step, **({KEY_TAG: key} if key else {}), **(tags or {})})
         log_params(run, params)
@@ -141,6 +142,18 @@ def download_run_artifacts(run_id: str, artifact_path: str) -> Path:
         except OSError:  # another process placed it first
             pass
     return cache
+
+
+def close_running_children(parent_run_id: str, status: str) -> None:
+    """Mark the child runs of `parent_run_id` still RUNNING (their process died) as `status`."""
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    for run in client.search_runs([parent.info.experiment_id], max_results=10000,
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
+                                                f"and attributes.status = 'RUNNING'"):
+        log.warning("run %s (%s) was left running by a worker process that stopped: marked %s",
+                    run.info.run_id, run.info.run_name, status)
+        client.set_terminated(run.info.run_id, status)
 
 
 def get_finished_run(run_id: str, step: str) -> mlflow.entities.Run:

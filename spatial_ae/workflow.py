@@ -2,17 +2,21 @@
 
 Everything is nested under one parent run. Finished simulations of the same configuration are reused,
 so a stopped workflow resumes where it stopped; a failed simulation does not lose the others, but marks
-the parent run failed.
+the parent run failed. Simulations run in parallel worker processes (`parallel_simulations`, see
+`spatial_ae.parallel`) or one after the other in this process.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 
 import mlflow
 
-from . import tracking
+from . import parallel, tracking, training
 from .errors import UserError
 from .evaluate import evaluate_encoder
 from .featurize import featurize, load_feature_set
@@ -41,9 +45,9 @@ def main(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_siz
          results_path: str, recipe: str = "paper", standardize_inputs: bool | None = None,
          standardize_positions: bool | None = None, position_features: str | None = None,
          num_anchors: int | None = None, position_loss_weight: float | None = None,
-         balance_losses: bool | None = None, labelled_per_word: int = 0) -> str:
+         balance_losses: bool | None = None, labelled_per_word: int = 0, parallel_simulations: int = 0) -> str:
     """Run the whole experiment; returns the parent run id. The recipe's options are resolved (and logged)
-    here; explicit options override the recipe."""
+    here; explicit options override the recipe. `parallel_simulations`: worker processes (0 = one per core)."""
     from .summarize import summarize_workflow
 
     options = resolve_recipe(recipe, standardize_inputs=standardize_inputs,
@@ -62,40 +66,117 @@ def main(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_siz
                                  lbl_trai_size=lbl_trai_size, labelled_per_word=labelled_per_word)
         key = workflow_key(featurize_run_id, pretrain_settings | evaluate_settings | {"seed": seed})
         mlflow.set_tags({"featurize_run_id": featurize_run_id, WORKFLOW_TAG: key})
-        feature_set = load_feature_set(featurize_run_id)
-
-        failed = []
-        for index in range(1, num_simulations + 1):
-            try:
-                run_simulation(feature_set, featurize_run_id, key, index, seed + index - 1,
-                               pretrain_settings, evaluate_settings)
-            except Exception as error:  # noqa: BLE001 - keep the other simulations
-                log.exception("simulation %d failed", index)
-                failed.append(f"simulation {index}: {type(error).__name__}: {error}")
+        simulations = {index: (featurize_run_id, key, index, seed + index - 1, pretrain_settings, evaluate_settings)
+                       for index in range(1, num_simulations + 1)
+                       if finished_simulation(key, index) is None}
+        failed = run_simulations(parent.info.run_id, simulations,
+                                 parallel.simulation_processes(parallel_simulations, len(simulations)))
         summarize_workflow(parent.info.run_id, results_path, failures=failed)
         if failed:
             raise SimulationsFailed(f"{len(failed)} of {num_simulations} simulations failed: " + "; ".join(failed))
         return parent.info.run_id
 
 
+def run_simulations(parent_run_id: str, simulations: dict[int, tuple], processes: int) -> list[str]:
+    """Run the simulations {index: (featurize_run_id, key, index, seed, pretrain_settings, evaluate_settings)}
+    under the parent run, here (processes = 1) or in worker processes; returns the failures, one line each."""
+    failed = []
+
+    def failure(index: int, error: BaseException, hint: str = "") -> None:
+        log.error("simulation %d failed%s", index, hint, exc_info=error)
+        failed.append(f"simulation {index}: {type(error).__name__}: {error}{hint}")
+
+    if processes <= 1:
+        parallel.configure_threads(1)
+        for index, arguments in simulations.items():
+            try:
+                run_simulation(_feature_set(arguments[0]), *arguments)
+            except Exception as error:  # noqa: BLE001 - keep the other simulations
+                failure(index, error)
+        return failed
+
+    def collect(index: int, future: Future) -> None:
+        try:
+            future.result()
+            log.info("simulation %d finished", index)
+        except BrokenProcessPool as error:
+            failure(index, error, " (a worker process died: killed from outside or out of memory? Run the same "
+                                  "command again to resume; parallel_simulations=1 needs the least memory)")
+        except Exception as error:  # noqa: BLE001 - keep the other simulations
+            failure(index, error)
+
+    log.info("running %d simulations in %d worker processes", len(simulations), processes)
+    worker_setup = (mlflow.get_tracking_uri(), mlflow.active_run().info.experiment_id, training.TRAINING_PATH,
+                    processes, logging.getLogger().level)
+    tasks = {index: (*arguments, parent_run_id) for index, arguments in simulations.items()}
+    interrupted = False
+    try:
+        parallel.run_in_processes(tasks, _simulation_in_worker, processes, _start_simulation_worker, worker_setup,
+                                  collect)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:  # a worker that died (killed, out of memory) could not close its run
+        tracking.close_running_children(parent_run_id, "KILLED" if interrupted else "FAILED")
+    return failed
+
+
+_FEATURE_SETS: dict = {}  # featurize run id -> FeatureSet, loaded once per process
+
+
+def _feature_set(featurize_run_id: str):
+    if featurize_run_id not in _FEATURE_SETS:
+        _FEATURE_SETS[featurize_run_id] = load_feature_set(featurize_run_id)
+    return _FEATURE_SETS[featurize_run_id]
+
+
+def _start_simulation_worker(tracking_uri: str, experiment_id: str, training_path: str, processes: int,
+                             log_level: int) -> None:
+    """Set up a worker process: the parent's store and experiment, its log level, training path and threads."""
+    from .cli import LOG_FORMAT
+
+    os.environ.pop("MLFLOW_RUN_ID", None)  # the parent's run (under `mlflow run`) is not this process's run
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    logging.basicConfig(level=log_level, format=LOG_FORMAT.replace("%(name)s", "%(processName)s %(name)s"))
+    training.TRAINING_PATH = training_path
+    parallel.configure_threads(processes)
+
+
+def _simulation_in_worker(featurize_run_id: str, key: str, index: int, seed: int, pretrain_settings: dict,
+                          evaluate_settings: dict, parent_run_id: str) -> str:
+    """One simulation in a worker process, nested under the parent run of the main process."""
+    return run_simulation(_feature_set(featurize_run_id), featurize_run_id, key, index, seed,
+                          pretrain_settings, evaluate_settings, parent_run_id=parent_run_id)
+
+
+def finished_simulation(key: str, index: int) -> mlflow.entities.Run | None:
+    """The finished run of simulation `index` of the workflow `key`, if there is one (logged as reused)."""
+    previous = tracking.find_finished_run(SIMULATION, f"{key}-{index}")
+    if previous is not None:
+        log.info("simulation %d: reusing finished run %s", index, previous.info.run_id)
+    return previous
+
+
 def run_simulation(feature_set, featurize_run_id: str, key: str, index: int, seed: int,
-                   pretrain_settings: dict, evaluate_settings: dict, cache: dict | None = None) -> str:
+                   pretrain_settings: dict, evaluate_settings: dict, cache: dict | None = None,
+                   parent_run_id: str | None = None) -> str:
     """One simulation (a child run): pretrain a fresh auto-encoder, evaluate it; reused if already finished.
 
     `cache` (optional, kept by the caller across simulations of one feature set) holds the registered encoder
     of each (pretrain settings, seed) and the MFCC baselines of each labelled sample: an encoder pretrained by
     an earlier simulation with the same settings and seed is evaluated again instead of retrained, and the
-    baselines are not retrained.
+    baselines are not retrained. `parent_run_id`: the main run, when this runs in a worker process.
     """
     simulation_key = f"{key}-{index}"
-    previous = tracking.find_finished_run(SIMULATION, simulation_key)
+    previous = finished_simulation(key, index)
     if previous is not None:
-        log.info("simulation %d: reusing finished run %s", index, previous.info.run_id)
         return previous.info.run_id
     params = {"simulation": index, "seed": seed, "featurize_run_id": featurize_run_id,
               **pretrain_settings, **evaluate_settings}
     with tracking.step_run(SIMULATION, params, run_name=f"simulation-{index:02d}", key=simulation_key,
-                           tags={WORKFLOW_TAG: key, SIMULATION_TAG: str(index)}) as run:
+                           tags={WORKFLOW_TAG: key, SIMULATION_TAG: str(index)}, parent_run_id=parent_run_id) as run:
         encoder_key = json.dumps({**pretrain_settings, "seed": seed}, sort_keys=True)
         encoder_uri = (cache or {}).get(encoder_key)
         if encoder_uri is None:

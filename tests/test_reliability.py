@@ -84,7 +84,8 @@ def test_interrupted_workflow_resumes_where_it_stopped(sqlite_tracking, small_sy
     """Ctrl-C (SIGINT), then SIGTERM, in the middle of simulation 2 of 3; the third run does only 2 and 3."""
     experiment = sqlite_tracking["experiment_id"]
     results = tmp_path / "results"
-    command = main_command(small_synthetic_corpus, results, num_simulations=3, ae_epochs=10, patience=100)
+    command = main_command(small_synthetic_corpus, results, num_simulations=3, ae_epochs=10, patience=100,
+                           parallel_simulations=1)
     env = {"SPATIAL_AE_ENCODER_NAME": f"resume-{uuid.uuid4().hex[:8]}"}
     client = MlflowClient()
 
@@ -124,6 +125,54 @@ def test_interrupted_workflow_resumes_where_it_stopped(sqlite_tracking, small_sy
     assert len(table) == 3 and table.notna().all().all()
     assert client.get_run(parents[2].info.run_id).data.metrics["simulations_finished"] == 3
     assert "RUNNING" not in {r.info.status for r in client.search_runs([experiment], max_results=1000)}
+
+
+def worker_processes(parent_pid: int) -> list[int]:
+    """The simulation worker processes of a main process (its children running Python)."""
+    children = Path(f"/proc/{parent_pid}/task/{parent_pid}/children").read_text().split()
+    return [int(pid) for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+
+
+def wait_for_two_running_simulations(process: subprocess.Popen, experiment_id: str, log: Path) -> None:
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        assert process.poll() is None, log.read_text()[-3000:]
+        if [state for _, state, _ in simulation_status(experiment_id)].count("RUNNING") == 2:
+            time.sleep(3)  # well inside the simulations: training
+            return
+        time.sleep(0.5)
+    process.kill()
+    raise AssertionError(f"the simulations never ran together: {log.read_text()[-3000:]}")
+
+
+def test_parallel_simulations_stopped_or_crashed_are_never_left_running(sqlite_tracking, small_synthetic_corpus,
+                                                                       tmp_path):
+    """SIGTERM to the main process stops its worker processes (runs KILLED); a worker killed outright (as by
+    the out-of-memory killer) has its run marked FAILED by the main process, which fails too."""
+    experiment = sqlite_tracking["experiment_id"]
+    command = main_command(small_synthetic_corpus, tmp_path / "results", num_simulations=2, ae_epochs=50,
+                           patience=100, parallel_simulations=2)
+    env = {"SPATIAL_AE_ENCODER_NAME": f"parallel-{uuid.uuid4().hex[:8]}"}
+
+    stopped = start_main(command, tmp_path / "sigterm.log", **env)
+    wait_for_two_running_simulations(stopped, experiment, tmp_path / "sigterm.log")
+    assert len(worker_processes(stopped.pid)) == 2
+    stopped.send_signal(signal.SIGTERM)
+    stopped.wait(timeout=120)
+    assert stopped.returncode == 130, (tmp_path / "sigterm.log").read_text()[-3000:]
+    assert [state for _, state, _ in simulation_status(experiment)] == ["KILLED", "KILLED"]
+    assert [p.info.status for p in runs_of(experiment, "main")] == ["KILLED"]
+
+    crashed = start_main(command, tmp_path / "sigkill.log", **env)
+    wait_for_two_running_simulations(crashed, experiment, tmp_path / "sigkill.log")
+    os.kill(worker_processes(crashed.pid)[0], signal.SIGKILL)
+    crashed.wait(timeout=180)
+    text = (tmp_path / "sigkill.log").read_text()
+    assert crashed.returncode == 2, text[-3000:]  # nothing to summarise: a user error, no traceback at the end
+    assert "no simulation of main run" in text and "a worker process died" in text
+    states = [state for _, state, _ in simulation_status(experiment)]
+    assert "RUNNING" not in states and states[2:].count("FINISHED") == 0 and "FAILED" in states[2:], states
+    assert [p.info.status for p in runs_of(experiment, "main")] == ["KILLED", "FAILED"]
 
 
 def test_results_csv_is_replaced_atomically(tmp_path, monkeypatch):

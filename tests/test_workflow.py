@@ -35,9 +35,10 @@ def check_registry(client: MlflowClient, versions_expected: int) -> None:
     assert str(client.get_model_version_by_alias(ENCODER_NAME, NEWEST).version) == str(versions_expected)
 
 
-def test_two_simulations_in_process(sqlite_tracking, small_synthetic_corpus, tmp_path):
+def test_two_simulations_in_two_worker_processes(sqlite_tracking, small_synthetic_corpus, tmp_path):
+    """`main` called in-process; its two simulations run at the same time in two spawned worker processes."""
     results = tmp_path / "results"
-    parent_id = main(**parse_step_params("main", TINY | {"results_path": str(results)}))
+    parent_id = main(**parse_step_params("main", TINY | {"results_path": str(results), "parallel_simulations": 2}))
     client = MlflowClient()
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED"
@@ -47,6 +48,8 @@ def test_two_simulations_in_process(sqlite_tracking, small_synthetic_corpus, tmp
     simulations = sorted((r for r in runs if r.data.tags["spatial_ae.step"] == "simulation"),
                          key=lambda r: int(r.data.tags["spatial_ae.simulation"]))
     assert [r.data.params["seed"] for r in simulations] == ["0", "1"]
+    first, second = simulations
+    assert second.info.start_time < first.info.end_time and first.info.start_time < second.info.end_time
     for run in simulations:
         metrics = run.data.metrics
         assert run.info.status == "FINISHED"

@@ -1,0 +1,79 @@
+"""Simulations in worker processes, and TensorFlow's thread pools sized for the processes sharing the cores.
+
+Each simulation is independent (its own seed, child run and encoder), so `main` can run several at once.
+They run in spawned worker processes, not threads: the MLflow active run and TensorFlow's thread pools are
+per process. The models are small: a batch-32 step of the auto-encoder cannot keep several cores busy, so
+on the 2-core development machine one intra-op thread and two inter-op threads per process trained an
+auto-encoder epoch ~1.5x faster than TensorFlow's default (one thread per core in each pool), and two
+processes overlap what one leaves idle: tracing, logging, model registration (see benchmarks/README.md).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def simulation_processes(requested: int, num_simulations: int) -> int:
+    """How many worker processes run the simulations: `requested`, or with 0 one per CPU core, never more
+    than there are simulations; 1 means in this process."""
+    cores = os.cpu_count() or 1
+    return max(1, min(requested or cores, num_simulations))
+
+
+def configure_threads(processes: int = 1) -> None:
+    """Size TensorFlow's thread pools for `processes` processes sharing the CPU cores: per process,
+    inter-op threads = min(2, its share of the cores) and intra-op threads = half of its share (at least 1).
+
+    Must run before TensorFlow executes anything; later (e.g. a test process that already trained a model)
+    it changes nothing. TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS, when set, win.
+    """
+    if any(os.environ.get(name) for name in THREAD_VARIABLES):
+        return
+    import tensorflow as tf
+
+    share = max(1, (os.cpu_count() or 1) // max(1, processes))
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, share))
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, share // 2))
+    except RuntimeError:  # TensorFlow already started in this process
+        log.debug("TensorFlow already initialised: thread pools left as they are")
+
+
+def run_in_processes(tasks: dict[int, tuple], function: Callable, processes: int,
+                     initializer: Callable, initargs: tuple,
+                     on_result: Callable[[int, Future], None]) -> None:
+    """Run `function(*tasks[k])` for every k in `processes` spawned workers, calling `on_result(k, future)`
+    as each finishes. On an interruption (SIGINT, SIGTERM) the workers are terminated, then it re-raises."""
+    context = get_context("spawn")  # not fork: this process holds TensorFlow and BLAS threads
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=initializer, initargs=initargs) as pool:
+        pending = {pool.submit(function, *arguments): key for key, arguments in tasks.items()}
+        try:
+            while pending:
+                done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for future in done:
+                    on_result(pending.pop(future), future)
+        except BaseException:
+            _terminate(pool)
+            raise
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM every worker (each marks its open run KILLED), wait for them a little, drop queued tasks."""
+    workers = list((pool._processes or {}).values())  # the executor has no public terminate before 3.14
+    for process in workers:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + 30
+    for process in workers:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
