@@ -150,8 +150,8 @@ def test_parallel_simulations_stopped_or_crashed_are_never_left_running(sqlite_t
     """SIGTERM to the main process stops its worker processes (runs KILLED); a worker killed outright (as by
     the out-of-memory killer) has its run marked FAILED by the main process, which fails too."""
     experiment = sqlite_tracking["experiment_id"]
-    command = main_command(small_synthetic_corpus, tmp_path / "results", num_simulations=2, ae_epochs=50,
-                           patience=100, parallel_simulations=2)
+    command = main_command(small_synthetic_corpus, tmp_path / "results", num_simulations=2, ae_epochs=5000,
+                           patience=10000, parallel_simulations=2)  # trains until stopped: no simulation finishes
     env = {"SPATIAL_AE_ENCODER_NAME": f"parallel-{uuid.uuid4().hex[:8]}"}
 
     stopped = start_main(command, tmp_path / "sigterm.log", **env)
