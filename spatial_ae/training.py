@@ -8,7 +8,9 @@ early stopping on the validation loss with the best weights restored, per-epoch 
   batch size: BatchNormalization and Dropout are in inference mode) and `STEPS_PER_EXECUTION` training
   steps per call of the compiled function (callbacks only act per epoch here).
 - `"plain"`: the straightforward Keras call (NumPy arrays into `model.fit`, validation in batches of
-  `batch_size`, no compilation options), kept as the reference for `benchmarks/`.
+  `batch_size`, no compilation options), kept as the reference for `benchmarks/`. Beware: after
+  `keras.utils.set_random_seed`, Keras 3.15 shuffles NumPy arrays once and repeats that order every epoch
+  (the fast path reshuffles every epoch; see benchmarks/README.md).
 
 Pick one with the environment variable `SPATIAL_AE_TRAINING=fast|plain` (read at import) or by setting
 `spatial_ae.training.TRAINING_PATH` (read at every `fit`). XLA (`jit_compile=True`) is not used: on this

@@ -1,6 +1,10 @@
-"""Shapes of the paper's networks, both heads, and the plain auto-encoder of the ablation."""
+"""Shapes of the paper's networks, both heads, the plain auto-encoder of the ablation, and the data order
+the training loop gives them."""
+import keras
 import numpy as np
+import tensorflow as tf
 
+from spatial_ae import training
 from spatial_ae.models import build_autoencoder, build_dnn_probe, build_mfcc_cnn
 
 
@@ -30,3 +34,40 @@ def test_classifiers():
     assert (conv.filters, conv.kernel_size, conv.strides) == (64, (32,), (2,))
     probabilities = cnn.predict(np.zeros((2, 640), "float32"), verbose=0)
     assert probabilities.shape == (2, 30) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+class _BatchRecorder(keras.layers.Layer):
+    """Identity layer that records, during training, which rows each batch holds."""
+
+    def __init__(self, seen: list, **kwargs):
+        super().__init__(**kwargs)
+        self.remember = seen.append  # not the list itself: Keras would track a copy of it
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+
+        def record(rows):
+            self.remember(rows.numpy()[:, 0].astype(int).tolist())
+            return rows
+
+        outputs = tf.py_function(record, [inputs], Tout=inputs.dtype)
+        outputs.set_shape(inputs.shape)
+        return outputs
+
+
+def test_training_reshuffles_every_epoch_and_sees_every_row_once():
+    """Keras 3's NumPy-array fit with a global seed repeats one order in every epoch (benchmarks/README.md);
+    the project's path draws a new order each epoch."""
+    rows, epochs = 40, 3
+    x = np.arange(rows, dtype=np.float32)[:, None]
+    seen = []
+    inputs = keras.Input((1,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(_BatchRecorder(seen)(inputs)))
+    model.compile(optimizer="sgd", loss="mse")
+    training.seed_everything(0)
+    training.fit(model, x, x, (x[:4], x[:4]), epochs=epochs, patience=epochs, batch_size=8, prefix="probe")
+    per_epoch = [sum(seen[epoch * 5:(epoch + 1) * 5], []) for epoch in range(epochs)]
+    assert len(seen) == epochs * rows // 8
+    assert all(sorted(order) == list(range(rows)) for order in per_epoch)
+    assert len({tuple(order) for order in per_epoch}) == epochs
