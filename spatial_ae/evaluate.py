@@ -96,7 +96,7 @@ def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri
     seed_everything(seed)
     dnn = build_dnn_probe(embeddings.shape[1], num_classes)
     reports[EMBEDDING_DNN] = train_and_test(dnn, keras.optimizers.Nadam(), embeddings, labels, train, stop, test,
-                                             dnn_epochs, patience, feature_set.words, EMBEDDING_DNN)
+                                            dnn_epochs, patience, feature_set.words, EMBEDDING_DNN)
     baseline_key = ("baselines", seed, lbl_trai_size, labelled_per_word, dnn_epochs, cnn_epochs, patience)
     if baselines is not None and baseline_key in baselines:
         mlflow.set_tag("baselines_reused", "true")
@@ -105,12 +105,12 @@ def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri
         seed_everything(seed)
         cnn = build_mfcc_cnn(num_classes)
         found[MFCC_CNN] = train_and_test(cnn, keras.optimizers.Adamax(), feature_set.mfcc, labels, train, stop, test,
-                                          cnn_epochs, patience, feature_set.words, MFCC_CNN)
+                                         cnn_epochs, patience, feature_set.words, MFCC_CNN)
         seed_everything(seed)
         mfcc_dnn = build_dnn_probe(feature_set.mfcc.shape[1], num_classes)
         found[MFCC_DNN] = train_and_test(mfcc_dnn, keras.optimizers.Nadam(),
-                                          standardized_mfcc(feature_set.mfcc, train), labels, train, stop, test,
-                                          dnn_epochs, patience, feature_set.words, MFCC_DNN)
+                                         standardized_mfcc(feature_set.mfcc, train), labels, train, stop, test,
+                                         dnn_epochs, patience, feature_set.words, MFCC_DNN)
         baselines = {} if baselines is None else baselines
         baselines[baseline_key] = found
     reports |= baselines[baseline_key]
@@ -132,7 +132,7 @@ def standardized_mfcc(mfcc: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def train_and_test(model: keras.Model, optimizer, inputs: np.ndarray, labels: np.ndarray, train, stop, test,
-                    epochs: int, patience: int, words, prefix: str) -> ClassificationReport:
+                   epochs: int, patience: int, words, prefix: str) -> ClassificationReport:
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     fit(model, inputs[train], labels[train], (inputs[stop], labels[stop]), epochs=epochs, patience=patience,
         batch_size=CLASSIFIER_BATCH_SIZE, prefix=prefix)

@@ -135,7 +135,7 @@ def train_keyword_spotter(encoder_uri: str, data_dir: str, dnn_epochs: int = 500
         seed_everything(seed)
         classifier = standardized_probe(embeddings[data.train], len(data.words))
         report = train_and_test(classifier, keras.optimizers.Nadam(), embeddings, data.labels, data.train,
-                                 data.stop, data.test, dnn_epochs, patience, data.words, PREFIX)
+                                data.stop, data.test, dnn_epochs, patience, data.words, PREFIX)
         mlflow.log_metrics(report.summary_metrics(PREFIX))
         mlflow.log_table(report.per_class_table(PREFIX), "kws/per_class_metrics.json")
         with tempfile.TemporaryDirectory() as tmp:
