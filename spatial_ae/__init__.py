@@ -1,4 +1,10 @@
 """Spatial AE: the spatial position constraint for unsupervised speech representations (Humayun et al., 2021),
 as MLflow steps: featurize, pretrain, evaluate, summarize, main, sweep, kws, predict."""
 
+import os
+
 __version__ = "0.1.0"
+
+# MLflow's usage telemetry off unless the user sets it: every worker process would otherwise start a thread that
+# contacts mlflow.org, and on an offline machine that thread crashed a test process (segfault in getaddrinfo).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -152,6 +152,8 @@ STEPS: dict[str, tuple[Param, ...]] = {
         Param("position_loss_weights", str, "0,1", "comma-separated position loss weights of the grid"),
         Param("labelled_per_word", str, "5,10,20", "comma-separated labelled clips per word of the grid"),
         _int("num_simulations", 3, "simulations per cell of the grid", low=1),
+        _int("parallel_simulations", 0, "simulations run at once, each in a worker process that runs that "
+             "simulation of every cell; 0 = one per CPU core, 1 = one after the other in the main process"),
         Param("results_path", str, "results/sweep", "folder where sweep.csv and the figure are written")),
     "kws": (
         Param("encoder_uri", str, "models:/spatial-ae-encoder@champion", "registered encoder that embeds the clips"),

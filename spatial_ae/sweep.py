@@ -2,7 +2,9 @@
 holding `num_simulations` simulations (the workflow's), on one shared featurize run.
 
 An encoder is pretrained once per (recipe, weight, simulation) and evaluated at every labelled size; the MFCC
-baselines are trained once per (labelled size, simulation) and their metrics logged in every cell.
+baselines are trained once per (labelled size, simulation) and their metrics logged in every cell. With
+`parallel_simulations` > 1 (default: one worker process per core) worker k runs simulation k of every cell,
+so that reuse holds there too.
 Output, written to `results_path` and logged on the sweep's run: `sweep.csv` (one row per recipe, weight,
 labelled_per_word, simulation and model, with its accuracy) and `label_efficiency.png` (mean accuracy
 against labelled clips per word with 95% t confidence bands over the simulations).
@@ -10,17 +12,19 @@ against labelled clips per word with 95% t confidence bands over the simulations
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
-from . import tracking
+from . import parallel, tracking
 from .evaluate import EMBEDDING_DNN, MFCC_CNN, MFCC_DNN
-from .featurize import featurize, load_feature_set
+from .featurize import featurize
 from .recipes import resolve_recipe
 from .summarize import describe
-from .workflow import SimulationsFailed, run_simulation, workflow_key
+from .workflow import SimulationsFailed, failure_line, feature_set_of, run_in_workers, run_simulation, workflow_key
 
 log = logging.getLogger(__name__)
 
@@ -40,42 +44,58 @@ def parse_list(text: str, kind: type, name: str) -> list:
     return values
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the grid: its coordinates, the settings of its simulations and its reuse key."""
+    recipe: str
+    weight: float
+    labelled_per_word: int
+    pretrain_settings: dict
+    evaluate_settings: dict
+    key: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.recipe}-w{self.weight:g}-lpw{self.labelled_per_word}"
+
+    @property
+    def coordinates(self) -> dict:
+        return dict(recipe=self.recipe, weight=self.weight, labelled_per_word=self.labelled_per_word)
+
+
 def sweep(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_size: int,
           synthetic_clips_per_word: int, seed: int, embedding_dim: int, ae_epochs: int, patience: int,
           optimizer: str, batch_size: int, dnn_epochs: int, cnn_epochs: int, recipes: str,
           position_loss_weights: str, labelled_per_word: str, num_simulations: int, results_path: str,
           standardize_inputs: bool | None = None, standardize_positions: bool | None = None,
           position_features: str | None = None, num_anchors: int | None = None,
-          balance_losses: bool | None = None) -> str:
-    """Run the grid; returns the sweep's run id. Options given explicitly override every recipe's."""
+          balance_losses: bool | None = None, parallel_simulations: int = 0) -> str:
+    """Run the grid; returns the sweep's run id. Options given explicitly override every recipe's.
+    `parallel_simulations`: worker processes (0 = one per core); worker k runs simulation k of every cell."""
     params = dict(locals())
-    grid = (parse_list(recipes, str, "recipes"), parse_list(position_loss_weights, float, "position_loss_weights"),
-            parse_list(labelled_per_word, int, "labelled_per_word"))
     overrides = dict(standardize_inputs=standardize_inputs, standardize_positions=standardize_positions,
                      position_features=position_features, num_anchors=num_anchors, balance_losses=balance_losses)
+    grid = (parse_list(recipes, str, "recipes"), parse_list(position_loss_weights, float, "position_loss_weights"),
+            parse_list(labelled_per_word, int, "labelled_per_word"))
+    settings = dict(embedding_dim=embedding_dim, ae_epochs=ae_epochs, patience=patience, optimizer=optimizer,
+                    batch_size=batch_size, dnn_epochs=dnn_epochs, cnn_epochs=cnn_epochs, lbl_trai_size=lbl_trai_size)
+    processes = parallel.simulation_processes(parallel_simulations, num_simulations)
     tracking.check_tracking_server()
     with tracking.step_run(SWEEP, params, run_name="sweep") as parent:
         featurize_run_id = featurize(dataset, unlabeled_set_size, lbl_trai_size, lbl_test_size,
                                      synthetic_clips_per_word, seed)
         mlflow.set_tag("featurize_run_id", featurize_run_id)
-        feature_set = load_feature_set(featurize_run_id)
-        cache: dict = {}  # one pretraining per (recipe, weight, simulation); MFCC baselines once per sample
-        rows, failed = [], []
-        for recipe in grid[0]:
-            for weight in grid[1]:
-                options = resolve_recipe(recipe, position_loss_weight=weight, **overrides)
-                pretrain_settings = dict(embedding_dim=embedding_dim, ae_epochs=ae_epochs, patience=patience,
-                                         optimizer=optimizer, batch_size=batch_size, **options)
-                for per_word in grid[2]:
-                    evaluate_settings = dict(dnn_epochs=dnn_epochs, cnn_epochs=cnn_epochs, patience=patience,
-                                             lbl_trai_size=lbl_trai_size, labelled_per_word=per_word)
-                    cell = dict(recipe=recipe, weight=weight, labelled_per_word=per_word)
-                    rows += _run_cell(feature_set, featurize_run_id, cell, pretrain_settings, evaluate_settings,
-                                      num_simulations, seed, cache, failed)
+        cells = grid_cells(featurize_run_id, grid, settings, overrides, seed)
+        if processes > 1:
+            rows, failed = _run_in_workers(parent.info.run_id, featurize_run_id, cells, num_simulations, seed,
+                                           processes)
+        else:
+            rows, failed = _run_here(featurize_run_id, cells, num_simulations, seed)
         if not rows:
             raise SimulationsFailed("no simulation of the sweep finished: " + "; ".join(failed))
-        table = pd.DataFrame(rows, columns=["recipe", "weight", "labelled_per_word", "simulation", "model",
-                                            "accuracy"])
+        table = (pd.DataFrame(rows, columns=["recipe", "weight", "labelled_per_word", "simulation", "model",
+                                             "accuracy"])
+                 .sort_values(["recipe", "weight", "labelled_per_word", "simulation"], kind="stable"))
         folder = Path(results_path)
         folder.mkdir(parents=True, exist_ok=True)
         table.to_csv(folder / CSV_NAME, index=False)
@@ -90,29 +110,112 @@ def sweep(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_si
         return parent.info.run_id
 
 
-def _run_cell(feature_set, featurize_run_id, cell, pretrain_settings, evaluate_settings, num_simulations, seed,
-              cache, failed) -> list[dict]:
-    """One grid cell (a child run): its simulations; returns their accuracy rows."""
-    key = workflow_key(featurize_run_id, pretrain_settings | evaluate_settings | {"seed": seed})
-    name = f"{cell['recipe']}-w{cell['weight']:g}-lpw{cell['labelled_per_word']}"
-    rows = []
-    with tracking.step_run(CELL, pretrain_settings | evaluate_settings | {"seed": seed}, run_name=name, key=key):
-        for index in range(1, num_simulations + 1):
-            try:
-                run_id = run_simulation(feature_set, featurize_run_id, key, index, seed + index - 1,
-                                        pretrain_settings, evaluate_settings, cache)
-            except Exception as error:  # noqa: BLE001 - keep the other simulations
-                log.exception("%s simulation %d failed", name, index)
-                failed.append(f"{name} simulation {index}: {type(error).__name__}: {error}")
-                continue
-            metrics = mlflow.get_run(run_id).data.metrics
-            rows += [{**cell, "simulation": index, "model": model, "accuracy": metrics[f"{model}_accuracy"]}
-                     for model in MODELS]
-        cell_table = pd.DataFrame(rows)
-        if len(cell_table):
-            mlflow.log_metrics({f"mean_{model}_accuracy": group.mean()
-                                for model, group in cell_table.groupby("model")["accuracy"]})
-    return rows
+def grid_cells(featurize_run_id: str, grid: tuple[list, list, list], settings: dict, overrides: dict,
+               seed: int) -> list[Cell]:
+    """The cells of recipe x weight x labelled clips per word, with the settings of their simulations."""
+    cells = []
+    for recipe in grid[0]:
+        for weight in grid[1]:
+            options = resolve_recipe(recipe, position_loss_weight=weight, **overrides)
+            pretrain_settings = {name: settings[name] for name in
+                                 ("embedding_dim", "ae_epochs", "patience", "optimizer", "batch_size")} | options
+            for per_word in grid[2]:
+                evaluate_settings = {name: settings[name] for name in
+                                     ("dnn_epochs", "cnn_epochs", "patience", "lbl_trai_size")}
+                evaluate_settings["labelled_per_word"] = per_word
+                key = workflow_key(featurize_run_id, pretrain_settings | evaluate_settings | {"seed": seed})
+                cells.append(Cell(recipe, weight, per_word, pretrain_settings, evaluate_settings, key))
+    return cells
+
+
+def _cell_params(cell: Cell, seed: int) -> dict:
+    return cell.pretrain_settings | cell.evaluate_settings | {"seed": seed}
+
+
+def _cell_means(rows: list[dict]) -> dict[str, float]:
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return {}
+    return {f"mean_{model}_accuracy": group.mean() for model, group in table.groupby("model")["accuracy"]}
+
+
+def _cell_simulation(feature_set, featurize_run_id: str, cell: Cell, index: int, seed: int, cache: dict,
+                     parent_run_id: str | None = None) -> tuple[list[dict], list[str]]:
+    """Simulation `index` of a cell (a child run of the cell's run); returns its accuracy rows, or its failure.
+    `cache` keeps the encoders and MFCC baselines of this simulation's seed across cells."""
+    try:
+        run_id = run_simulation(feature_set, featurize_run_id, cell.key, index, seed + index - 1,
+                                cell.pretrain_settings, cell.evaluate_settings, cache, parent_run_id=parent_run_id)
+    except Exception as error:  # noqa: BLE001 - keep the other simulations
+        return [], [failure_line(f"{cell.name} simulation {index}", error)]
+    metrics = MlflowClient().get_run(run_id).data.metrics
+    return [{**cell.coordinates, "simulation": index, "model": model, "accuracy": metrics[f"{model}_accuracy"]}
+            for model in MODELS], []
+
+
+def _run_here(featurize_run_id: str, cells: list[Cell], num_simulations: int, seed: int):
+    """Every cell one after the other in this process, each a child run holding its simulations."""
+    parallel.configure_threads(1)
+    feature_set = feature_set_of(featurize_run_id)
+    cache: dict = {}  # one pretraining per (recipe, weight, simulation); MFCC baselines once per sample
+    rows, failed = [], []
+    for cell in cells:
+        with tracking.step_run(CELL, _cell_params(cell, seed), run_name=cell.name, key=cell.key):
+            cell_rows = []
+            for index in range(1, num_simulations + 1):
+                new_rows, failures = _cell_simulation(feature_set, featurize_run_id, cell, index, seed, cache)
+                cell_rows += new_rows
+                failed += failures
+            mlflow.log_metrics(_cell_means(cell_rows))
+        rows += cell_rows
+    return rows, failed
+
+
+def _run_in_workers(sweep_run_id: str, featurize_run_id: str, cells: list[Cell], num_simulations: int, seed: int,
+                    processes: int):
+    """The cells' runs opened here; worker k runs simulation k of every cell (so it reuses its encoders and
+    baselines across cells), nested under the cells' runs, which close when all workers are done."""
+    client = MlflowClient()
+    cell_runs = {cell.name: tracking.start_child_run(sweep_run_id, CELL, _cell_params(cell, seed), cell.name,
+                                                     cell.key) for cell in cells}
+    rows, failed = [], []
+
+    def collect(index: int, result: tuple[list[dict], list[str]]) -> None:
+        rows.extend(result[0])
+        failed.extend(result[1])
+        log.info("simulation %d of every cell finished", index)
+
+    log.info("running simulations 1-%d of %d cells in %d worker processes", num_simulations, len(cells), processes)
+    tasks = {index: (featurize_run_id, cells, cell_runs, index, seed) for index in range(1, num_simulations + 1)}
+    status = "FAILED"
+    try:
+        failed += run_in_workers(tasks, _simulations_in_worker, processes, list(cell_runs.values()), collect)
+        for cell in cells:
+            cell_rows = [row for row in rows if {name: row[name] for name in cell.coordinates} == cell.coordinates]
+            for name, value in _cell_means(cell_rows).items():
+                client.log_metric(cell_runs[cell.name], name, value)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        for run_id in cell_runs.values():
+            client.set_terminated(run_id, status)
+    return rows, failed
+
+
+def _simulations_in_worker(featurize_run_id: str, cells: list[Cell], cell_runs: dict[str, str], index: int,
+                           seed: int) -> tuple[list[dict], list[str]]:
+    """Simulation `index` of every cell, in a worker process."""
+    feature_set = feature_set_of(featurize_run_id)
+    cache: dict = {}
+    rows, failed = [], []
+    for cell in cells:
+        new_rows, failures = _cell_simulation(feature_set, featurize_run_id, cell, index, seed, cache,
+                                              parent_run_id=cell_runs[cell.name])
+        rows += new_rows
+        failed += failures
+    return rows, failed
 
 
 def efficiency_table(table: pd.DataFrame) -> pd.DataFrame:

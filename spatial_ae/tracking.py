@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import mlflow
-from mlflow.entities import RunStatus
+from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from .errors import UserError
@@ -142,6 +142,17 @@ def download_run_artifacts(run_id: str, artifact_path: str) -> Path:
         except OSError:  # another process placed it first
             pass
     return cache
+
+
+def start_child_run(parent_run_id: str, step: str, params: dict[str, Any], run_name: str, key: str) -> str:
+    """A RUNNING child run of `parent_run_id` that stays open while other processes nest runs under it (the
+    caller ends it with `MlflowClient().set_terminated`); returns its id."""
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    run = client.create_run(parent.info.experiment_id, run_name=run_name,
+                            tags={"mlflow.parentRunId": parent_run_id, STEP_TAG: step, KEY_TAG: key})
+    client.log_batch(run.info.run_id, params=[Param(name, _param_value(value)) for name, value in params.items()])
+    return run.info.run_id
 
 
 def close_running_children(parent_run_id: str, status: str) -> None:

@@ -80,58 +80,74 @@ def main(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_siz
 def run_simulations(parent_run_id: str, simulations: dict[int, tuple], processes: int) -> list[str]:
     """Run the simulations {index: (featurize_run_id, key, index, seed, pretrain_settings, evaluate_settings)}
     under the parent run, here (processes = 1) or in worker processes; returns the failures, one line each."""
+    if processes > 1:
+        log.info("running %d simulations in %d worker processes", len(simulations), processes)
+        tasks = {index: (*arguments, parent_run_id) for index, arguments in simulations.items()}
+        return run_in_workers(tasks, _simulation_in_worker, processes, [parent_run_id],
+                              lambda index, _: log.info("simulation %d finished", index))
+    parallel.configure_threads(1)
     failed = []
+    for index, arguments in simulations.items():
+        try:
+            run_simulation(feature_set_of(arguments[0]), *arguments)
+        except Exception as error:  # noqa: BLE001 - keep the other simulations
+            failed.append(failure_line(f"simulation {index}", error))
+    return failed
 
-    def failure(index: int, error: BaseException, hint: str = "") -> None:
-        log.error("simulation %d failed%s", index, hint, exc_info=error)
-        failed.append(f"simulation {index}: {type(error).__name__}: {error}{hint}")
 
-    if processes <= 1:
-        parallel.configure_threads(1)
-        for index, arguments in simulations.items():
-            try:
-                run_simulation(_feature_set(arguments[0]), *arguments)
-            except Exception as error:  # noqa: BLE001 - keep the other simulations
-                failure(index, error)
-        return failed
+def failure_line(what: str, error: BaseException, hint: str = "") -> str:
+    """Log a failure with its traceback; returns it as one line for the run's summary."""
+    log.error("%s failed%s", what, hint, exc_info=error)
+    return f"{what}: {type(error).__name__}: {error}{hint}"
+
+
+WORKER_DIED = (" (a worker process died: killed from outside or out of memory? Run the same command again to "
+               "resume; parallel_simulations=1 needs the least memory)")
+
+
+def run_in_workers(tasks: dict[int, tuple], function, processes: int, parent_run_ids: list[str],
+                   on_result) -> list[str]:
+    """`function(*tasks[index])` in worker processes set up as this one (store, experiment, training path, log
+    level, thread pools); `on_result(index, value)` for each that returns. Returns the failures, one line each.
+    Runs that a dead or stopped worker left RUNNING under `parent_run_ids` are closed (FAILED, or KILLED)."""
+    failed = []
 
     def collect(index: int, future: Future) -> None:
         try:
-            future.result()
-            log.info("simulation %d finished", index)
+            value = future.result()
         except BrokenProcessPool as error:
-            failure(index, error, " (a worker process died: killed from outside or out of memory? Run the same "
-                                  "command again to resume; parallel_simulations=1 needs the least memory)")
+            failed.append(failure_line(f"simulation {index}", error, WORKER_DIED))
         except Exception as error:  # noqa: BLE001 - keep the other simulations
-            failure(index, error)
+            failed.append(failure_line(f"simulation {index}", error))
+        else:
+            on_result(index, value)
 
-    log.info("running %d simulations in %d worker processes", len(simulations), processes)
     worker_setup = (mlflow.get_tracking_uri(), mlflow.active_run().info.experiment_id, training.TRAINING_PATH,
                     processes, logging.getLogger().level)
-    tasks = {index: (*arguments, parent_run_id) for index, arguments in simulations.items()}
     interrupted = False
     try:
-        parallel.run_in_processes(tasks, _simulation_in_worker, processes, _start_simulation_worker, worker_setup,
-                                  collect)
+        parallel.run_in_processes(tasks, function, processes, _start_worker, worker_setup, collect)
     except KeyboardInterrupt:
         interrupted = True
         raise
     finally:  # a worker that died (killed, out of memory) could not close its run
-        tracking.close_running_children(parent_run_id, "KILLED" if interrupted else "FAILED")
+        for parent_run_id in parent_run_ids:
+            tracking.close_running_children(parent_run_id, "KILLED" if interrupted else "FAILED")
     return failed
 
 
 _FEATURE_SETS: dict = {}  # featurize run id -> FeatureSet, loaded once per process
 
 
-def _feature_set(featurize_run_id: str):
+def feature_set_of(featurize_run_id: str):
+    """The feature set of a featurize run, loaded once per process."""
     if featurize_run_id not in _FEATURE_SETS:
         _FEATURE_SETS[featurize_run_id] = load_feature_set(featurize_run_id)
     return _FEATURE_SETS[featurize_run_id]
 
 
-def _start_simulation_worker(tracking_uri: str, experiment_id: str, training_path: str, processes: int,
-                             log_level: int) -> None:
+def _start_worker(tracking_uri: str, experiment_id: str, training_path: str, processes: int,
+                  log_level: int) -> None:
     """Set up a worker process: the parent's store and experiment, its log level, training path and threads."""
     from .cli import LOG_FORMAT
 
@@ -147,7 +163,7 @@ def _start_simulation_worker(tracking_uri: str, experiment_id: str, training_pat
 def _simulation_in_worker(featurize_run_id: str, key: str, index: int, seed: int, pretrain_settings: dict,
                           evaluate_settings: dict, parent_run_id: str) -> str:
     """One simulation in a worker process, nested under the parent run of the main process."""
-    return run_simulation(_feature_set(featurize_run_id), featurize_run_id, key, index, seed,
+    return run_simulation(feature_set_of(featurize_run_id), featurize_run_id, key, index, seed,
                           pretrain_settings, evaluate_settings, parent_run_id=parent_run_id)
 
 

@@ -3,6 +3,7 @@ import keras
 import mlflow
 import numpy as np
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 from scipy.spatial.distance import cdist
 from sklearn.cluster import KMeans
@@ -101,18 +102,53 @@ def test_labelled_sample_per_word():
     assert not set(train) & set(stop)
 
 
-def test_tiny_sweep_writes_the_table_and_the_figure(sqlite_tracking, small_synthetic_corpus, tmp_path):
+@pytest.mark.parametrize("parallel_simulations", [1, 2])
+def test_tiny_sweep_writes_the_table_and_the_figure(sqlite_tracking, small_synthetic_corpus, tmp_path,
+                                                    parallel_simulations):
+    """The sweep's run tree (sweep > cells > simulations), its table and figure, here and in 2 worker processes;
+    each (weight, simulation) pretrains once and each simulation trains the MFCC baselines once."""
     from spatial_ae.sweep import CSV_NAME, FIGURE_NAME, sweep
 
     results = tmp_path / "sweep"
     params = parse_step_params("sweep", TINY | {"recipes": "balanced", "position_loss_weights": "0,1",
-                                                "labelled_per_word": "2", "num_simulations": 1,
+                                                "labelled_per_word": "1,2", "num_simulations": 2,
+                                                "parallel_simulations": parallel_simulations,
                                                 "results_path": str(results)})
     parent_id = sweep(**params)
     table = pd.read_csv(results / CSV_NAME)
     assert list(table.columns) == ["recipe", "weight", "labelled_per_word", "simulation", "model", "accuracy"]
-    assert len(table) == 2 * 3 and set(table["weight"]) == {0.0, 1.0}
+    assert len(table) == 2 * 2 * 2 * 3 and set(table["weight"]) == {0.0, 1.0}
     assert table["accuracy"].between(0, 1).all()
     assert (results / FIGURE_NAME).stat().st_size > 0
-    logged = {a.path for a in MlflowClient().list_artifacts(parent_id)}
+    client = MlflowClient()
+    logged = {a.path for a in client.list_artifacts(parent_id)}
     assert {CSV_NAME, FIGURE_NAME} <= logged
+    assert client.get_run(parent_id).info.status == "FINISHED"
+
+    experiment = [sqlite_tracking["experiment_id"]]
+    cells = client.search_runs(experiment, f"tags.mlflow.parentRunId = '{parent_id}' and tags.`spatial_ae.step` = 'sweep_cell'")
+    assert sorted(c.info.run_name for c in cells) == ["balanced-w0-lpw1", "balanced-w0-lpw2", "balanced-w1-lpw1",
+                                                      "balanced-w1-lpw2"]
+    simulations = []
+    for cell in cells:
+        assert cell.info.status == "FINISHED"
+        runs = client.search_runs(experiment, f"tags.mlflow.parentRunId = '{cell.info.run_id}'")
+        assert sorted(r.data.tags["spatial_ae.simulation"] for r in runs) == ["1", "2"]
+        assert all(r.info.status == "FINISHED" for r in runs)
+        rows = table[(table["weight"] == float(cell.data.params["position_loss_weight"]))
+                     & (table["labelled_per_word"] == int(cell.data.params["labelled_per_word"]))]
+        for model, group in rows.groupby("model"):
+            assert np.isclose(cell.data.metrics[f"mean_{model}_accuracy"], group["accuracy"].mean())
+        simulations += runs
+    encoders = {(r.data.params["position_loss_weight"], r.data.params["seed"]): r.data.tags["encoder_uri"]
+                for r in simulations}
+    assert len(set(encoders.values())) == 2 * 2  # one encoder per (weight, seed), evaluated at both sizes
+    assert all(r.data.tags["encoder_uri"] == encoders[(r.data.params["position_loss_weight"], r.data.params["seed"])]
+               for r in simulations)
+    trained_baselines = [r for r in simulations if "baselines_reused" not in r.data.tags]
+    assert sorted((r.data.params["labelled_per_word"], r.data.params["seed"]) for r in trained_baselines) == [
+        ("1", "0"), ("1", "1"), ("2", "0"), ("2", "1")]
+    if parallel_simulations == 2:
+        first, second = (min((r for r in simulations if r.data.params["seed"] == seed), key=lambda r: r.info.start_time)
+                         for seed in ("0", "1"))
+        assert second.info.start_time < first.info.end_time and first.info.start_time < second.info.end_time

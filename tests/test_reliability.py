@@ -24,9 +24,9 @@ STEP, SIMULATION_TAG = "spatial_ae.step", "spatial_ae.simulation"
 TINY = dict(unlabeled_set_size=100, lbl_trai_size=10, lbl_test_size=20, embedding_dim=8, dnn_epochs=2, cnn_epochs=2)
 
 
-def main_command(corpus: Path, results: Path, **params) -> list[str]:
+def main_command(corpus: Path, results: Path, step: str = "main", **params) -> list[str]:
     arguments = {"dataset": str(corpus), "results_path": str(results), **TINY, **params}
-    command = [sys.executable, "entrypoints/main.py"]
+    command = [sys.executable, f"entrypoints/{step}.py"]
     for name, value in arguments.items():
         command += [f"--{name}", str(value)]
     return command
@@ -173,6 +173,24 @@ def test_parallel_simulations_stopped_or_crashed_are_never_left_running(sqlite_t
     states = [state for _, state, _ in simulation_status(experiment)]
     assert "RUNNING" not in states and states[2:].count("FINISHED") == 0 and "FAILED" in states[2:], states
     assert [p.info.status for p in runs_of(experiment, "main")] == ["KILLED", "FAILED"]
+
+
+def test_parallel_sweep_stopped_leaves_nothing_running(sqlite_tracking, small_synthetic_corpus, tmp_path):
+    """SIGTERM to a sweep whose simulations run in worker processes: the sweep, its cells and their simulations
+    all end KILLED."""
+    experiment = sqlite_tracking["experiment_id"]
+    command = main_command(small_synthetic_corpus, tmp_path / "sweep", step="sweep", num_simulations=2,
+                           parallel_simulations=2, recipes="balanced", position_loss_weights="0,1",
+                           labelled_per_word="1", ae_epochs=5000, patience=10000)
+    log = tmp_path / "sweep.log"
+    stopped = start_main(command, log, SPATIAL_AE_ENCODER_NAME=f"sweep-{uuid.uuid4().hex[:8]}")
+    wait_for_two_running_simulations(stopped, experiment, log)
+    stopped.send_signal(signal.SIGTERM)
+    stopped.wait(timeout=120)
+    assert stopped.returncode == 130, log.read_text()[-3000:]
+    assert [state for _, state, _ in simulation_status(experiment)] == ["KILLED", "KILLED"]
+    assert [run.info.status for run in runs_of(experiment, "sweep_cell")] == ["KILLED", "KILLED"]
+    assert [run.info.status for run in runs_of(experiment, "sweep")] == ["KILLED"]
 
 
 def test_results_csv_is_replaced_atomically(tmp_path, monkeypatch):
