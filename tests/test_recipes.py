@@ -105,19 +105,20 @@ def test_labelled_sample_per_word():
 @pytest.mark.parametrize("parallel_simulations", [1, 2])
 def test_tiny_sweep_writes_the_table_and_the_figure(sqlite_tracking, small_synthetic_corpus, tmp_path,
                                                     parallel_simulations):
-    """The sweep's run tree (sweep > cells > simulations), its table and figure, here and in 2 worker processes;
-    each (weight, simulation) pretrains once and each simulation trains the MFCC baselines once."""
+    """The sweep's run tree (sweep > cells > simulations), its table and figure, here (1 simulation) and in 2
+    worker processes (2); each (weight, simulation) pretrains once, each (size, simulation) trains the baselines once."""
     from spatial_ae.sweep import CSV_NAME, FIGURE_NAME, sweep
 
     results = tmp_path / "sweep"
     params = parse_step_params("sweep", TINY | {"recipes": "balanced", "position_loss_weights": "0,1",
-                                                "labelled_per_word": "1,2", "num_simulations": 2,
+                                                "labelled_per_word": "1,2", "num_simulations": parallel_simulations,
                                                 "parallel_simulations": parallel_simulations,
                                                 "results_path": str(results)})
     parent_id = sweep(**params)
     table = pd.read_csv(results / CSV_NAME)
     assert list(table.columns) == ["recipe", "weight", "labelled_per_word", "simulation", "model", "accuracy"]
-    assert len(table) == 2 * 2 * 2 * 3 and set(table["weight"]) == {0.0, 1.0}
+    seeds = [str(seed) for seed in range(parallel_simulations)]
+    assert len(table) == 2 * 2 * len(seeds) * 3 and set(table["weight"]) == {0.0, 1.0}
     assert table["accuracy"].between(0, 1).all()
     assert (results / FIGURE_NAME).stat().st_size > 0
     client = MlflowClient()
@@ -133,7 +134,7 @@ def test_tiny_sweep_writes_the_table_and_the_figure(sqlite_tracking, small_synth
     for cell in cells:
         assert cell.info.status == "FINISHED"
         runs = client.search_runs(experiment, f"tags.mlflow.parentRunId = '{cell.info.run_id}'")
-        assert sorted(r.data.tags["spatial_ae.simulation"] for r in runs) == ["1", "2"]
+        assert sorted(r.data.params["seed"] for r in runs) == seeds
         assert all(r.info.status == "FINISHED" for r in runs)
         rows = table[(table["weight"] == float(cell.data.params["position_loss_weight"]))
                      & (table["labelled_per_word"] == int(cell.data.params["labelled_per_word"]))]
@@ -142,12 +143,12 @@ def test_tiny_sweep_writes_the_table_and_the_figure(sqlite_tracking, small_synth
         simulations += runs
     encoders = {(r.data.params["position_loss_weight"], r.data.params["seed"]): r.data.tags["encoder_uri"]
                 for r in simulations}
-    assert len(set(encoders.values())) == 2 * 2  # one encoder per (weight, seed), evaluated at both sizes
+    assert len(set(encoders.values())) == 2 * len(seeds)  # one encoder per (weight, seed), evaluated at both sizes
     assert all(r.data.tags["encoder_uri"] == encoders[(r.data.params["position_loss_weight"], r.data.params["seed"])]
                for r in simulations)
     trained_baselines = [r for r in simulations if "baselines_reused" not in r.data.tags]
     assert sorted((r.data.params["labelled_per_word"], r.data.params["seed"]) for r in trained_baselines) == [
-        ("1", "0"), ("1", "1"), ("2", "0"), ("2", "1")]
+        (size, seed) for size in ("1", "2") for seed in seeds]
     if parallel_simulations == 2:
         first, second = (min((r for r in simulations if r.data.params["seed"] == seed), key=lambda r: r.info.start_time)
                          for seed in ("0", "1"))
