@@ -156,6 +156,9 @@ def _start_worker(tracking_uri: str, experiment_id: str, training_path: str, pro
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment_id=experiment_id)
     logging.basicConfig(level=log_level, format=LOG_FORMAT.replace("%(name)s", "%(processName)s %(name)s"))
+    # TensorFlow, imported with this module while the root logger had no handler, gave its logger a handler of
+    # its own: without this its messages would come twice
+    logging.getLogger("tensorflow").handlers.clear()
     training.TRAINING_PATH = training_path
     parallel.configure_threads(processes)
 

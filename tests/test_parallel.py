@@ -50,3 +50,21 @@ def test_thread_pools_share_the_cores_between_processes():
 @pytest.mark.parametrize("variable", ["TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"])
 def test_thread_variables_set_by_the_user_win(variable):
     assert thread_pools(1, **{variable: "3"}) == [0, 0]  # left to TensorFlow, which reads the variable
+
+
+WORKER_LOGGING = """
+import logging, sys
+from spatial_ae import workflow  # as a spawned worker: TensorFlow imported before any logging set-up
+import tensorflow as tf
+workflow._start_worker(sys.argv[1], "0", "fast", 2, logging.INFO)
+tf.get_logger().warning("a TensorFlow warning")
+"""
+
+
+def test_worker_prints_tensorflow_messages_once_with_its_name(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = subprocess.run([sys.executable, "-c", WORKER_LOGGING, uri], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if "a TensorFlow warning" in line]
+    assert len(lines) == 1 and "WARNING MainProcess tensorflow: a TensorFlow warning" in lines[0], lines
