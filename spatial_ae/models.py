@@ -43,10 +43,10 @@ def build_autoencoder(embedding_dim: int = 75, with_position_head: bool = True, 
 def build_dnn_probe(input_dim: int, num_classes: int) -> keras.Model:
     """The paper's classifier on embeddings: Dense (in+out)/2, BN, PReLU, Dropout .1, softmax."""
     inputs = keras.Input((input_dim,), name="embedding")
-    x = layers.Dense((input_dim + num_classes) // 2)(inputs)
-    x = layers.BatchNormalization()(x)
-    x = layers.PReLU()(x)
-    x = layers.Dropout(0.1)(x)
+    x = layers.Dense((input_dim + num_classes) // 2, name="hidden_dense")(inputs)
+    x = layers.BatchNormalization(name="hidden_bn")(x)
+    x = layers.PReLU(name="hidden_prelu")(x)
+    x = layers.Dropout(0.1, name="hidden_dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="word")(x)
     return keras.Model(inputs, outputs, name="dnn_probe")
 
@@ -54,10 +54,10 @@ def build_dnn_probe(input_dim: int, num_classes: int) -> keras.Model:
 def build_mfcc_cnn(num_classes: int, input_dim: int = MFCC_DIM) -> keras.Model:
     """The paper's benchmark on the flattened MFCC: Conv1D 64 (kernel 32, stride 2), BN, MaxPool, softmax."""
     inputs = keras.Input((input_dim,), name="mfcc")
-    x = layers.Reshape((input_dim, 1))(inputs)
-    x = layers.Conv1D(64, 32, strides=2, activation="relu")(x)
-    x = layers.BatchNormalization()(x)
-    x = layers.MaxPooling1D()(x)
-    x = layers.Flatten()(x)
+    x = layers.Reshape((input_dim, 1), name="as_sequence")(inputs)
+    x = layers.Conv1D(64, 32, strides=2, activation="relu", name="conv")(x)
+    x = layers.BatchNormalization(name="conv_bn")(x)
+    x = layers.MaxPooling1D(name="max_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="word")(x)
     return keras.Model(inputs, outputs, name="mfcc_cnn")

@@ -12,6 +12,12 @@ early stopping on the validation loss with the best weights restored, per-epoch 
   `keras.utils.set_random_seed`, Keras 3.15 shuffles NumPy arrays once and repeats that order every epoch
   (the fast path reshuffles every epoch; see benchmarks/README.md).
 
+The fast path also reuses, within a process, the traced training functions of an earlier fit of the same
+architecture and compile settings: the model's weights, random-generator states and fresh optimizer state are
+copied into a "twin" compiled in an earlier fit, the twin is trained, and its final weights are copied back.
+Tracing Keras's train and test steps costs 3-7 s per fit here, a fit per model per simulation; the results are
+the same as training the model itself (`REUSE_TRACED = False` turns it off).
+
 Pick one with the environment variable `SPATIAL_AE_TRAINING=fast|plain` (read at import) or by setting
 `spatial_ae.training.TRAINING_PATH` (read at every `fit`). XLA (`jit_compile=True`) is not used: on this
 CPU-only machine an auto-encoder epoch took as long with it as without, and compiling took about 3 times
@@ -19,9 +25,11 @@ longer than tracing, which every fit pays (see benchmarks/README.md).
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import random
 
 import keras
 import mlflow
@@ -33,6 +41,9 @@ TRAINING_PATHS = ("fast", "plain")
 TRAINING_PATH = os.environ.get("SPATIAL_AE_TRAINING", "fast")
 VALIDATION_BATCH_SIZE = 1024
 STEPS_PER_EXECUTION = 16
+REUSE_TRACED = True
+MAX_TWINS = 8  # compiled twins kept per process (a few MB each)
+_twins: dict[str, keras.Model] = {}
 
 
 def seed_everything(seed: int) -> None:
@@ -72,18 +83,59 @@ def fit(model: keras.Model, x, y, validation: tuple, *, epochs: int, patience: i
         history = model.fit(x, y, validation_data=validation, epochs=epochs, batch_size=batch_size, shuffle=True,
                             callbacks=callbacks, verbose=0)
     else:
-        if model.train_function is None:  # not trained yet: the compiled train function is built by this fit
-            model.steps_per_execution = STEPS_PER_EXECUTION
+        trainee = _trainee(model)
+        if trainee.train_function is None:  # not trained yet: the compiled train function is built by this fit
+            trainee.steps_per_execution = STEPS_PER_EXECUTION
         train = _dataset(x, y, batch_size, shuffle=True)
         val = _dataset(*validation, max(batch_size, VALIDATION_BATCH_SIZE), shuffle=False)
-        history = model.fit(train, validation_data=val, epochs=epochs, shuffle=False, callbacks=callbacks,
-                            verbose=0)  # shuffle=False: the dataset reshuffles itself
+        history = trainee.fit(train, validation_data=val, epochs=epochs, shuffle=False, callbacks=callbacks,
+                              verbose=0)  # shuffle=False: the dataset reshuffles itself
+        if trainee is not model:
+            _copy_values(trainee.variables, model.variables)
     epochs_run = len(history.history["loss"])
     best_epoch = int(np.argmin(history.history["val_loss"])) + 1
     if mlflow.active_run():
         mlflow.log_metrics({f"{prefix}_epochs_run": epochs_run, f"{prefix}_best_epoch": best_epoch})
     log.info("%s: %d epochs, best epoch %d", prefix, epochs_run, best_epoch)
     return history
+
+
+def _trainee(model: keras.Model) -> keras.Model:
+    """The model to train: with `REUSE_TRACED`, this process's compiled twin of `model` (same architecture and
+    compile settings, created on first use) holding `model`'s variables (weights, normalisation statistics,
+    random-generator states) and a fresh optimizer state, so that Keras's functions traced in its earlier fits
+    are reused; `model` itself when reuse is off or its layers cannot be rebuilt from their config."""
+    if not REUSE_TRACED:
+        return model
+    compile_config = model.get_compile_config()
+    optimizer_config = dict(compile_config["optimizer"]["config"], name=None)  # "adamax_3": numbered per instance
+    key = json.dumps([model.get_config(), compile_config | {"optimizer": optimizer_config}], sort_keys=True,
+                     default=str)
+    twin = _twins.pop(key, None)
+    if twin is None:
+        python_random = random.getstate()  # building the twin draws default seeds: leave the caller's RNG as it was
+        try:
+            twin = model.__class__.from_config(model.get_config())
+            twin.compile_from_config(model.get_compile_config())
+        except (TypeError, ValueError):  # e.g. a custom layer without a complete get_config
+            return model
+        finally:
+            random.setstate(python_random)
+    _twins[key] = twin  # most recently used last
+    while len(_twins) > MAX_TWINS:
+        _twins.pop(next(iter(_twins)))
+    _copy_values(model.variables, twin.variables)
+    if twin.optimizer.built:  # otherwise its first fit builds it fresh
+        model.optimizer.build(model.trainable_variables)
+        _copy_values(model.optimizer.variables, twin.optimizer.variables)
+    return twin
+
+
+def _copy_values(sources, targets) -> None:
+    if len(sources) != len(targets) or any(s.shape != t.shape for s, t in zip(sources, targets)):
+        raise RuntimeError("training twin does not match its model's variables")
+    for source, target in zip(sources, targets):
+        target.assign(source)
 
 
 def _as_float32(values):

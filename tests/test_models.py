@@ -30,10 +30,38 @@ def test_classifiers():
     dnn = build_dnn_probe(75, 30)
     assert dnn.layers[1].units == (75 + 30) // 2 and dnn.output.shape[-1] == 30
     cnn = build_mfcc_cnn(30)
-    conv = next(layer for layer in cnn.layers if layer.name.startswith("conv1d"))
+    conv = cnn.get_layer("conv")
     assert (conv.filters, conv.kernel_size, conv.strides) == (64, (32,), (2,))
     probabilities = cnn.predict(np.zeros((2, 640), "float32"), verbose=0)
     assert probabilities.shape == (2, 30) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def _train_probe(seed: int, x: np.ndarray, y: np.ndarray) -> keras.Model:
+    training.seed_everything(seed)
+    model = build_dnn_probe(x.shape[1], 3)
+    model.compile(optimizer=keras.optimizers.Nadam(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    training.fit(model, x[:48], y[:48], (x[48:], y[48:]), epochs=3, patience=3, batch_size=8, prefix="probe")
+    return model
+
+
+def test_reused_traced_functions_train_exactly_like_a_fresh_model(monkeypatch):
+    """A fit that reuses an earlier fit's compiled twin ends with the same variables (weights, BatchNormalization
+    statistics, dropout generator states) as training a fresh model, and reuses the twin's train function."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 12)).astype(np.float32), rng.integers(0, 3, 64)
+    monkeypatch.setattr(training, "REUSE_TRACED", False)
+    fresh = _train_probe(1, x, y)
+    monkeypatch.setattr(training, "REUSE_TRACED", True)
+    monkeypatch.setattr(training, "_twins", {})
+    _train_probe(0, x, y)
+    (twin,) = training._twins.values()
+    train_function = twin.train_function
+    reused = _train_probe(1, x, y)
+    assert list(training._twins.values()) == [twin] and twin.train_function is train_function
+    assert reused is not twin and twin.optimizer.iterations.numpy() == 3 * 6
+    assert len(fresh.variables) == len(reused.variables) > len(fresh.weights)  # seed generator states included
+    for expected, found in zip(fresh.variables, reused.variables):
+        np.testing.assert_array_equal(expected.numpy(), found.numpy(), err_msg=expected.path)
 
 
 class _BatchRecorder(keras.layers.Layer):
