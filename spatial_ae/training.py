@@ -14,7 +14,8 @@ early stopping on the validation loss with the best weights restored, per-epoch 
 
 The fast path also reuses, within a process, the traced training functions of an earlier fit of the same
 architecture and compile settings: the model's weights, random-generator states and fresh optimizer state are
-copied into a "twin" compiled in an earlier fit, the twin is trained, and its final weights are copied back.
+copied into a "twin" compiled in an earlier fit, the twin is trained, and its final variables and optimizer
+state are copied back.
 Tracing Keras's train and test steps costs 3-7 s per fit here, a fit per model per simulation; the results are
 the same as training the model itself (`REUSE_TRACED = False` turns it off).
 
@@ -90,8 +91,10 @@ def fit(model: keras.Model, x, y, validation: tuple, *, epochs: int, patience: i
         val = _dataset(*validation, max(batch_size, VALIDATION_BATCH_SIZE), shuffle=False)
         history = trainee.fit(train, validation_data=val, epochs=epochs, shuffle=False, callbacks=callbacks,
                               verbose=0)  # shuffle=False: the dataset reshuffles itself
-        if trainee is not model:
+        if trainee is not model:  # the model ends as if trained itself: variables and optimizer state
             _copy_values(trainee.variables, model.variables)
+            model.optimizer.build(model.trainable_variables)
+            _copy_values(trainee.optimizer.variables, model.optimizer.variables)
     epochs_run = len(history.history["loss"])
     best_epoch = int(np.argmin(history.history["val_loss"])) + 1
     if mlflow.active_run():

@@ -46,7 +46,8 @@ def _train_probe(seed: int, x: np.ndarray, y: np.ndarray) -> keras.Model:
 
 def test_reused_traced_functions_train_exactly_like_a_fresh_model(monkeypatch):
     """A fit that reuses an earlier fit's compiled twin ends with the same variables (weights, BatchNormalization
-    statistics, dropout generator states) as training a fresh model, and reuses the twin's train function."""
+    statistics, dropout generator states) and optimizer state as training a fresh model, and reuses the twin's
+    train function."""
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 12)).astype(np.float32), rng.integers(0, 3, 64)
     monkeypatch.setattr(training, "REUSE_TRACED", False)
@@ -60,7 +61,8 @@ def test_reused_traced_functions_train_exactly_like_a_fresh_model(monkeypatch):
     assert list(training._twins.values()) == [twin] and twin.train_function is train_function
     assert reused is not twin and twin.optimizer.iterations.numpy() == 3 * 6
     assert len(fresh.variables) == len(reused.variables) > len(fresh.weights)  # seed generator states included
-    for expected, found in zip(fresh.variables, reused.variables):
+    for expected, found in zip(fresh.variables + fresh.optimizer.variables,
+                               reused.variables + reused.optimizer.variables):
         np.testing.assert_array_equal(expected.numpy(), found.numpy(), err_msg=expected.path)
 
 
