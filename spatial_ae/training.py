@@ -13,10 +13,9 @@ early stopping on the validation loss with the best weights restored, per-epoch 
   (the fast path reshuffles every epoch; see benchmarks/README.md).
 
 The fast path also reuses, within a process, the traced training functions of an earlier fit of the same
-architecture and compile settings: the model's weights, random-generator states and fresh optimizer state are
-copied into a "twin" compiled in an earlier fit, the twin is trained, and its final variables and optimizer
-state are copied back.
-Tracing Keras's train and test steps costs 3-7 s per fit here, a fit per model per simulation; the results are
+architecture and compile settings: the model's variables (weights, random-generator states) and fresh optimizer
+state are copied into a "twin" compiled in an earlier fit, the twin is trained, and its final variables and
+optimizer state are copied back. Tracing Keras's train and test steps costs 3-8 s per fit here, a fit per model per simulation; the results are
 the same as training the model itself (`REUSE_TRACED = False` turns it off).
 
 Pick one with the environment variable `SPATIAL_AE_TRAINING=fast|plain` (read at import) or by setting
@@ -91,10 +90,8 @@ def fit(model: keras.Model, x, y, validation: tuple, *, epochs: int, patience: i
         val = _dataset(*validation, max(batch_size, VALIDATION_BATCH_SIZE), shuffle=False)
         history = trainee.fit(train, validation_data=val, epochs=epochs, shuffle=False, callbacks=callbacks,
                               verbose=0)  # shuffle=False: the dataset reshuffles itself
-        if trainee is not model:  # the model ends as if trained itself: variables and optimizer state
-            _copy_values(trainee.variables, model.variables)
-            model.optimizer.build(model.trainable_variables)
-            _copy_values(trainee.optimizer.variables, model.optimizer.variables)
+        if trainee is not model:  # the model ends as if trained itself
+            _copy_training_state(trainee, model)
     epochs_run = len(history.history["loss"])
     best_epoch = int(np.argmin(history.history["val_loss"])) + 1
     if mlflow.active_run():
@@ -105,21 +102,19 @@ def fit(model: keras.Model, x, y, validation: tuple, *, epochs: int, patience: i
 
 def _trainee(model: keras.Model) -> keras.Model:
     """The model to train: with `REUSE_TRACED`, this process's compiled twin of `model` (same architecture and
-    compile settings, created on first use) holding `model`'s variables (weights, normalisation statistics,
-    random-generator states) and a fresh optimizer state, so that Keras's functions traced in its earlier fits
-    are reused; `model` itself when reuse is off or its layers cannot be rebuilt from their config."""
+    compile settings, created on first use) holding `model`'s training state, so that Keras's functions traced
+    in the twin's earlier fits are reused; `model` itself when reuse is off or its layers cannot be rebuilt."""
     if not REUSE_TRACED:
         return model
-    compile_config = model.get_compile_config()
+    config, compile_config = model.get_config(), model.get_compile_config()
     optimizer_config = dict(compile_config["optimizer"]["config"], name=None)  # "adamax_3": numbered per instance
-    key = json.dumps([model.get_config(), compile_config | {"optimizer": optimizer_config}], sort_keys=True,
-                     default=str)
+    key = json.dumps([config, compile_config | {"optimizer": optimizer_config}], sort_keys=True, default=str)
     twin = _twins.pop(key, None)
     if twin is None:
         python_random = random.getstate()  # building the twin draws default seeds: leave the caller's RNG as it was
         try:
-            twin = model.__class__.from_config(model.get_config())
-            twin.compile_from_config(model.get_compile_config())
+            twin = model.__class__.from_config(config)
+            twin.compile_from_config(compile_config)
         except (TypeError, ValueError):  # e.g. a custom layer without a complete get_config
             return model
         finally:
@@ -127,18 +122,21 @@ def _trainee(model: keras.Model) -> keras.Model:
     _twins[key] = twin  # most recently used last
     while len(_twins) > MAX_TWINS:
         _twins.pop(next(iter(_twins)))
-    _copy_values(model.variables, twin.variables)
-    if twin.optimizer.built:  # otherwise its first fit builds it fresh
-        model.optimizer.build(model.trainable_variables)
-        _copy_values(model.optimizer.variables, twin.optimizer.variables)
+    _copy_training_state(model, twin)
     return twin
 
 
-def _copy_values(sources, targets) -> None:
+def _copy_training_state(source: keras.Model, target: keras.Model) -> None:
+    """Copy the variables (weights, normalisation statistics, random-generator states) and the optimizer state
+    (fresh when `source` is untrained); both optimizers are built first, as Keras's fit does."""
+    for model in (source, target):
+        model.optimizer.build(model.trainable_variables)
+    sources = source.variables + source.optimizer.variables
+    targets = target.variables + target.optimizer.variables
     if len(sources) != len(targets) or any(s.shape != t.shape for s, t in zip(sources, targets)):
         raise RuntimeError("training twin does not match its model's variables")
-    for source, target in zip(sources, targets):
-        target.assign(source)
+    for value, variable in zip(sources, targets):
+        variable.assign(value)
 
 
 def _as_float32(values):
