@@ -69,7 +69,7 @@ _SIGNALS_RECEIVED: list[int] = []  # SIGINT / SIGTERM seen while a step ran: Ten
 def _raise_terminated(signum, frame):
     _SIGNALS_RECEIVED.append(signum)
     if signum == signal.SIGINT:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt(f"received signal {signum}")
     raise Terminated(f"received signal {signum}")
 
 

@@ -55,20 +55,24 @@ def simulation_status(experiment_id: str) -> list[tuple[int, str, str]]:
 
 def interrupt_during(process: subprocess.Popen, experiment_id: str, finished: int, signum: int, log: Path,
                      timeout: float = 240) -> dict[int, str]:
-    """Wait until simulation `finished` is FINISHED and `finished + 1` is RUNNING, send `signum`, wait for exit.
+    """Send `signum` while simulation `finished + 1` is pretraining, then wait for the process to exit.
 
+    The signal goes when simulation `finished` is FINISHED in the store and the log shows an auto-encoder epoch of
+    simulation `finished + 1` (its pretraining lasts seconds, not a fixed sleep's guess).
     Returns {index: run id} of the finished simulations seen before the signal."""
+    started = f"simulation {finished + 1} (seed {finished}): pretraining"
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert process.poll() is None, log.read_text()[-3000:]
-        status = simulation_status(experiment_id)
-        done = {index: run_id for index, state, run_id in status if state == "FINISHED"}
-        if finished in done and any(index == finished + 1 and state == "RUNNING" for index, state, _ in status):
-            time.sleep(2)  # well inside the simulation: training
+        text = log.read_text()
+        if started in text and " ae epoch " in text.split(started, 1)[1]:
+            done = {index: run_id for index, state, run_id in simulation_status(experiment_id)
+                    if state == "FINISHED"}
+            assert finished in done, text[-3000:]
             process.send_signal(signum)
             process.wait(timeout=120)
             return done
-        time.sleep(0.5)
+        time.sleep(0.1)
     process.kill()
     raise AssertionError(f"simulation {finished + 1} never started: {log.read_text()[-3000:]}")
 
@@ -78,13 +82,14 @@ def assert_stopped_in_simulation_2(process: subprocess.Popen, log: Path) -> None
     text = log.read_text()
     assert process.returncode != 0, text[-3000:]
     assert "simulation 3 (seed 2)" not in text and "summarize:" not in text, text[-3000:]
+    assert "interrupted (received signal" in text and "run the same command again to resume" in text, text[-3000:]
 
 
 def test_interrupted_workflow_resumes_where_it_stopped(sqlite_tracking, small_synthetic_corpus, tmp_path):
     """Ctrl-C (SIGINT), then SIGTERM, in the middle of simulation 2 of 3; the third run does only 2 and 3."""
     experiment = sqlite_tracking["experiment_id"]
     results = tmp_path / "results"
-    command = main_command(small_synthetic_corpus, results, num_simulations=3, ae_epochs=10, patience=100,
+    command = main_command(small_synthetic_corpus, results, num_simulations=3, ae_epochs=150, patience=1000,
                            parallel_simulations=1)
     env = {"SPATIAL_AE_ENCODER_NAME": f"resume-{uuid.uuid4().hex[:8]}"}
     client = MlflowClient()
