@@ -15,13 +15,13 @@ early stopping on the validation loss with the best weights restored, per-epoch 
 The fast path also reuses, within a process, the traced training functions of an earlier fit of the same
 architecture and compile settings: the model's variables (weights, random-generator states) and fresh optimizer
 state are copied into a "twin" compiled in an earlier fit, the twin is trained, and its final variables and
-optimizer state are copied back. Tracing Keras's train and test steps costs 3-8 s per fit here, a fit per model per simulation; the results are
-the same as training the model itself (`REUSE_TRACED = False` turns it off).
+optimizer state are copied back. Tracing Keras's train and test steps costs 3-8 s per fit here (four fits per
+simulation); the results are the same as training the model itself (`REUSE_TRACED = False` turns it off).
 
 Pick one with the environment variable `SPATIAL_AE_TRAINING=fast|plain` (read at import) or by setting
 `spatial_ae.training.TRAINING_PATH` (read at every `fit`). XLA (`jit_compile=True`) is not used: on this
-CPU-only machine an auto-encoder epoch took as long with it as without, and compiling took about 3 times
-longer than tracing, which every fit pays (see benchmarks/README.md).
+CPU-only machine its steady epochs were no faster (auto-encoder and CNN), and compiling takes longer than
+tracing (see benchmarks/README.md).
 """
 from __future__ import annotations
 

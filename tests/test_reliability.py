@@ -60,7 +60,7 @@ def interrupt_during(process: subprocess.Popen, experiment_id: str, finished: in
     The signal goes when simulation `finished` is FINISHED in the store and the log shows an auto-encoder epoch of
     simulation `finished + 1` (its pretraining lasts seconds, not a fixed sleep's guess).
     Returns {index: run id} of the finished simulations seen before the signal."""
-    started = f"simulation {finished + 1} (seed {finished}): pretraining"
+    started = f"simulation {finished + 1} (seed "  # the line announcing its pretraining
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert process.poll() is None, log.read_text()[-3000:]
