@@ -25,8 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def one_fit(kind: str, seed: int, x: np.ndarray, y: np.ndarray, epochs: int):
     """Build, compile and fit one model of `kind` as the pretrain and evaluate steps do; returns it."""
-    import keras
-
     from spatial_ae import training
     from spatial_ae.models import build_autoencoder, build_dnn_probe, build_mfcc_cnn
 
@@ -34,11 +32,11 @@ def one_fit(kind: str, seed: int, x: np.ndarray, y: np.ndarray, epochs: int):
     split = len(x) * 9 // 10
     if kind == "autoencoder":
         model, _ = build_autoencoder(75)
-        model.compile(optimizer=keras.optimizers.Adamax(), loss={"reconstruction": "mse", "position": "mse"})
+        model.compile(optimizer=training.optimizer("Adamax"), loss={"reconstruction": "mse", "position": "mse"})
         targets = {"reconstruction": x, "position": x[:, :1] ** 2}
     else:
         model = build_mfcc_cnn(30) if kind == "mfcc_cnn" else build_dnn_probe(x.shape[1], 30)
-        optimizer = keras.optimizers.Adamax() if kind == "mfcc_cnn" else keras.optimizers.Nadam()
+        optimizer = training.optimizer("Adamax" if kind == "mfcc_cnn" else "Nadam")
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         targets = y
 

@@ -112,7 +112,8 @@ def train_once(path: str, x, positions, max_epochs: int, patience: int, seed: in
 
     training.seed_everything(seed)
     model, _ = build_autoencoder(75)
-    model.compile(optimizer=keras.optimizers.get("adamax"), loss={"reconstruction": "mse", "position": "mse"},
+    optimizer = keras.optimizers.Adamax() if path == "plain" else training.optimizer("Adamax")  # fused on "fast"
+    model.compile(optimizer=optimizer, loss={"reconstruction": "mse", "position": "mse"},
                   loss_weights={"reconstruction": 1.0, "position": 1.0})
     timer = EpochTimer()
     start = time.perf_counter()

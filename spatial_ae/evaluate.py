@@ -16,7 +16,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from . import registry, tracking
+from . import registry, tracking, training
 from .corpus import TEST, TRAIN
 from .featurize import FeatureSet, load_feature_set
 from .metrics import ClassificationReport, classification_report
@@ -95,7 +95,7 @@ def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri
     reports = {}
     seed_everything(seed)
     dnn = build_dnn_probe(embeddings.shape[1], num_classes)
-    reports[EMBEDDING_DNN] = train_and_test(dnn, keras.optimizers.Nadam(), embeddings, labels, train, stop, test,
+    reports[EMBEDDING_DNN] = train_and_test(dnn, training.optimizer("Nadam"), embeddings, labels, train, stop, test,
                                             dnn_epochs, patience, feature_set.words, EMBEDDING_DNN)
     baseline_key = ("baselines", seed, lbl_trai_size, labelled_per_word, dnn_epochs, cnn_epochs, patience)
     if baselines is not None and baseline_key in baselines:
@@ -104,11 +104,11 @@ def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri
         found = {}
         seed_everything(seed)
         cnn = build_mfcc_cnn(num_classes)
-        found[MFCC_CNN] = train_and_test(cnn, keras.optimizers.Adamax(), feature_set.mfcc, labels, train, stop, test,
+        found[MFCC_CNN] = train_and_test(cnn, training.optimizer("Adamax"), feature_set.mfcc, labels, train, stop, test,
                                          cnn_epochs, patience, feature_set.words, MFCC_CNN)
         seed_everything(seed)
         mfcc_dnn = build_dnn_probe(feature_set.mfcc.shape[1], num_classes)
-        found[MFCC_DNN] = train_and_test(mfcc_dnn, keras.optimizers.Nadam(),
+        found[MFCC_DNN] = train_and_test(mfcc_dnn, training.optimizer("Nadam"),
                                          standardized_mfcc(feature_set.mfcc, train), labels, train, stop, test,
                                          dnn_epochs, patience, feature_set.words, MFCC_DNN)
         baselines = {} if baselines is None else baselines

@@ -19,7 +19,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from . import registry, tracking
+from . import registry, tracking, training
 from .audio import AudioError, load_clip
 from .corpus import LIST_FILES, TEST, TRAIN, UNLABELLED, read_corpus_dir
 from .errors import UserError
@@ -134,7 +134,7 @@ def train_keyword_spotter(encoder_uri: str, data_dir: str, dnn_epochs: int = 500
         embeddings = np.asarray(encoder.predict(data.mfcc, batch_size=1024, verbose=0), dtype=np.float32)
         seed_everything(seed)
         classifier = standardized_probe(embeddings[data.train], len(data.words))
-        report = train_and_test(classifier, keras.optimizers.Nadam(), embeddings, data.labels, data.train,
+        report = train_and_test(classifier, training.optimizer("Nadam"), embeddings, data.labels, data.train,
                                 data.stop, data.test, dnn_epochs, patience, data.words, PREFIX)
         mlflow.log_metrics(report.summary_metrics(PREFIX))
         mlflow.log_table(report.per_class_table(PREFIX), "kws/per_class_metrics.json")

@@ -7,7 +7,7 @@ import keras
 import mlflow
 import numpy as np
 
-from . import registry, tracking
+from . import registry, tracking, training
 from .corpus import UNLABELLED
 from .featurize import load_feature_set
 from .models import build_autoencoder
@@ -72,7 +72,7 @@ def train_and_register(feature_set, featurize_run_id: str, embedding_dim: int, a
     losses = {"reconstruction": "mse"} | ({"position": "mse"} if with_position else {})
     weights = {"reconstruction": 1.0} | (
         {"position": scale * options["position_loss_weight"]} if with_position else {})
-    autoencoder.compile(optimizer=keras.optimizers.get(optimizer), loss=losses, loss_weights=weights)
+    autoencoder.compile(optimizer=training.optimizer(optimizer), loss=losses, loss_weights=weights)
 
     order = np.random.default_rng(seed).permutation(len(x))
     n_val = max(1, int(round(VALIDATION_FRACTION * len(x))))

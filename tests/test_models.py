@@ -2,6 +2,7 @@
 the training loop gives them."""
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from spatial_ae import training
@@ -36,34 +37,56 @@ def test_classifiers():
     assert probabilities.shape == (2, 30) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
 
 
-def _train_probe(seed: int, x: np.ndarray, y: np.ndarray) -> keras.Model:
+def _train_probe(seed: int, x: np.ndarray, y: np.ndarray, optimizer: str) -> keras.Model:
     training.seed_everything(seed)
     model = build_dnn_probe(x.shape[1], 3)
-    model.compile(optimizer=keras.optimizers.Nadam(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=training.optimizer(optimizer), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     training.fit(model, x[:48], y[:48], (x[48:], y[48:]), epochs=3, patience=3, batch_size=8, prefix="probe")
     return model
 
 
-def test_reused_traced_functions_train_exactly_like_a_fresh_model(monkeypatch):
+@pytest.mark.parametrize("optimizer", ["Nadam", "Adamax"])
+def test_reused_traced_functions_train_exactly_like_a_fresh_model(monkeypatch, optimizer):
     """A fit that reuses an earlier fit's compiled twin ends with the same variables (weights, BatchNormalization
     statistics, dropout generator states) and optimizer state as training a fresh model, and reuses the twin's
     train function."""
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 12)).astype(np.float32), rng.integers(0, 3, 64)
     monkeypatch.setattr(training, "REUSE_TRACED", False)
-    fresh = _train_probe(1, x, y)
+    fresh = _train_probe(1, x, y, optimizer)
     monkeypatch.setattr(training, "REUSE_TRACED", True)
     monkeypatch.setattr(training, "_twins", {})
-    _train_probe(0, x, y)
+    _train_probe(0, x, y, optimizer)
     (twin,) = training._twins.values()
     train_function = twin.train_function
-    reused = _train_probe(1, x, y)
+    reused = _train_probe(1, x, y, optimizer)
     assert list(training._twins.values()) == [twin] and twin.train_function is train_function
     assert reused is not twin and twin.optimizer.iterations.numpy() == 3 * 6
     assert len(fresh.variables) == len(reused.variables) > len(fresh.weights)  # seed generator states included
     for expected, found in zip(fresh.variables + fresh.optimizer.variables,
                                reused.variables + reused.optimizer.variables):
         np.testing.assert_array_equal(expected.numpy(), found.numpy(), err_msg=expected.path)
+
+
+def test_fused_adamax_updates_like_keras_adamax(monkeypatch):
+    """The fast path's Adamax (TensorFlow's fused kernel) gives Keras's Adamax update, step by step, up to float32
+    rounding; the plain path keeps Keras's own."""
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(64, 20)).astype(np.float32)
+    gradients = rng.normal(size=(6, 64, 20)).astype(np.float32)
+    ends = {}
+    for name, optimizer in (("keras", keras.optimizers.Adamax()), ("fused", training.optimizer("Adamax"))):
+        variable = keras.Variable(start)
+        optimizer.learning_rate = 0.01
+        for gradient in gradients:
+            optimizer.apply([gradient], [variable])
+        ends[name] = [variable.numpy()] + [state.numpy() for state in optimizer.variables]
+    assert isinstance(training.optimizer("Adamax"), training.FusedAdamax)
+    assert np.abs(ends["keras"][0] - start).min() > 1e-5  # every weight moved
+    for expected, found in zip(ends["keras"], ends["fused"], strict=True):
+        np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(training, "TRAINING_PATH", "plain")
+    assert type(training.optimizer("Adamax")) is keras.optimizers.Adamax
 
 
 class _BatchRecorder(keras.layers.Layer):

@@ -1,0 +1,83 @@
+"""Keras's Adamax against `spatial_ae.training.FusedAdamax` (TensorFlow's fused kernel), in CPU seconds per epoch.
+
+    python benchmarks/adamax_kernel.py [--repeats 2] [--epochs 6] [--rows 12000]
+
+Trains the paper's auto-encoder (position head, MSE + MSE, batch 32) on standardised random rows (10 % held
+out for early stopping) through `spatial_ae.training.fit` (fast path), once with each optimizer per repeat, the
+order alternating, each in a fresh process with one intra-op and one inter-op thread, as in a simulation
+worker. CPU time (not wall time) per epoch, because in the workflow two workers keep both cores busy, and CPU
+time is what one simulation takes from the other; the median leaves out the first epoch (tracing). Printed:
+the medians, their ratio and the final validation losses (equal up to rounding: same seed, same update).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIMIZERS = ("keras", "fused")
+
+
+def run_one(optimizer: str, epochs: int, rows: int) -> None:
+    """Train one auto-encoder in this (fresh) process and print `cpu_seconds_per_epoch val_loss`."""
+    os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    import keras
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    from spatial_ae import training
+    from spatial_ae.models import build_autoencoder
+
+    x = np.random.default_rng(0).normal(size=(rows, 640)).astype(np.float32)
+    targets = {"reconstruction": x, "position": x[:, :1] ** 2}
+    split = rows * 9 // 10
+    training.seed_everything(0)
+    model, _ = build_autoencoder(75)
+    chosen = training.FusedAdamax() if optimizer == "fused" else keras.optimizers.Adamax()
+    model.compile(optimizer=chosen, loss={"reconstruction": "mse", "position": "mse"})
+    marks = []  # CPU time at the end of each epoch (the training module logs a line per epoch)
+
+    class EpochMarks(logging.Handler):
+        def emit(self, record):
+            if " epoch " in record.getMessage():
+                marks.append(time.process_time())
+
+    logger = logging.getLogger("spatial_ae.training")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(EpochMarks())
+    history = training.fit(model, x[:split], {k: v[:split] for k, v in targets.items()},
+                           (x[split:], {k: v[split:] for k, v in targets.items()}), epochs=epochs, patience=epochs,
+                           batch_size=32, prefix="ae")
+    seconds = np.diff(marks)  # epochs 2, 3, ...: the first epoch (tracing) is left out
+    print(float(np.median(seconds)), history.history["val_loss"][-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--rows", type=int, default=12000)
+    parser.add_argument("--run-one", choices=OPTIMIZERS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run_one:
+        return run_one(args.run_one, args.epochs, args.rows)
+    found = {name: [] for name in OPTIMIZERS}
+    for repeat in range(args.repeats):
+        for name in OPTIMIZERS if repeat % 2 == 0 else OPTIMIZERS[::-1]:
+            out = subprocess.run([sys.executable, __file__, "--run-one", name, "--epochs", str(args.epochs),
+                                  "--rows", str(args.rows)], capture_output=True, text=True, check=True).stdout
+            cpu, val_loss = map(float, out.split()[-2:])
+            found[name].append(cpu)
+            print(f"repeat {repeat} {name:5s}: {cpu:.2f} CPU s/epoch, final val loss {val_loss:.5f}", flush=True)
+    keras_cpu, fused_cpu = (statistics.median(found[name]) for name in OPTIMIZERS)
+    print(f"median CPU s/epoch: Keras Adamax {keras_cpu:.2f}, FusedAdamax {fused_cpu:.2f}: x{keras_cpu / fused_cpu:.2f}")
+
+
+if __name__ == "__main__":
+    main()
