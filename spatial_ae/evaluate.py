@@ -88,7 +88,7 @@ def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri
         raise ValueError(f"the labelled pool has {len(feature_set.indices(TRAIN))} clips: too few to train and early-stop")
     mlflow.log_metrics({"labelled_train_clips": len(train), "early_stopping_clips": len(stop), "test_clips": len(test)})
     encoder = load_keras_encoder(encoder_uri)
-    embeddings = training.predict(encoder, feature_set.mfcc)
+    embeddings = np.asarray(encoder.predict(feature_set.mfcc, batch_size=1024, verbose=0), dtype=np.float32)
     num_classes = len(feature_set.words)
     labels = feature_set.labels
 
@@ -136,7 +136,7 @@ def train_and_test(model: keras.Model, optimizer, inputs: np.ndarray, labels: np
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     fit(model, inputs[train], labels[train], (inputs[stop], labels[stop]), epochs=epochs, patience=patience,
         batch_size=CLASSIFIER_BATCH_SIZE, prefix=prefix)
-    predicted = np.argmax(training.predict(model, inputs[test]), axis=1)
+    predicted = np.argmax(model.predict(inputs[test], batch_size=1024, verbose=0), axis=1)
     return classification_report(labels[test], predicted, words)
 
 

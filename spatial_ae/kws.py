@@ -131,7 +131,7 @@ def train_keyword_spotter(encoder_uri: str, data_dir: str, dnn_epochs: int = 500
         mlflow.log_metrics({"train_clips": len(data.train), "early_stopping_clips": len(data.stop),
                             "test_clips": len(data.test), "skipped_clips": len(data.skipped), "words": len(data.words)})
         mlflow.set_tag("split_rule", data.split_rule)
-        embeddings = training.predict(encoder, data.mfcc)
+        embeddings = np.asarray(encoder.predict(data.mfcc, batch_size=1024, verbose=0), dtype=np.float32)
         seed_everything(seed)
         classifier = standardized_probe(embeddings[data.train], len(data.words))
         report = train_and_test(classifier, training.optimizer("Nadam"), embeddings, data.labels, data.train,

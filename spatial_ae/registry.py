@@ -17,8 +17,6 @@ import numpy as np
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from .training import predict
-
 log = logging.getLogger(__name__)
 
 ENCODER_NAME = os.environ.get("SPATIAL_AE_ENCODER_NAME", "spatial-ae-encoder")  # the registered model
@@ -47,7 +45,7 @@ def log_encoder(encoder: keras.Model, example_mfcc: np.ndarray) -> tuple[str, st
 
     example = np.asarray(example_mfcc[:5], dtype=np.float32)
     keras_info = mlflow.keras.log_model(encoder, name="keras_encoder",
-                                        signature=infer_signature(example, predict(encoder, example)),
+                                        signature=infer_signature(example, encoder.predict(example, verbose=0)),
                                         pip_requirements=pinned_requirements())
     with tempfile.TemporaryDirectory() as tmp:
         keras_file = Path(tmp) / "encoder.keras"

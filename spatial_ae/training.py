@@ -132,14 +132,6 @@ def fit(model: keras.Model, x, y, validation: tuple, *, epochs: int, patience: i
     return history
 
 
-def predict(model: keras.Model, x, batch_size: int = 1024) -> np.ndarray:
-    """A single-output `model`'s output for the rows of `x`, in batches, called eagerly: `model.predict` traces
-    a function for every fresh model (~0.5 s, and TensorFlow's retracing warnings) to use it once."""
-    x = _as_float32(x)
-    batches = [model(x[start:start + batch_size], training=False) for start in range(0, max(len(x), 1), batch_size)]
-    return np.concatenate([keras.ops.convert_to_numpy(batch) for batch in batches])
-
-
 def _trainee(model: keras.Model) -> keras.Model:
     """The model to train: with `REUSE_TRACED`, this process's compiled twin of `model` (same architecture and
     compile settings, created on first use) holding `model`'s training state, so that Keras's functions traced

@@ -89,19 +89,6 @@ def test_fused_adamax_updates_like_keras_adamax(monkeypatch):
     assert type(training.optimizer("Adamax")) is keras.optimizers.Adamax
 
 
-def test_predict_in_batches_equals_keras_predict():
-    """`training.predict` (eager, batched) gives Keras's `predict` output, for row counts that are not a multiple of
-    the batch size too."""
-    training.seed_everything(0)
-    autoencoder, encoder = build_autoencoder(embedding_dim=8)
-    cnn = build_mfcc_cnn(5)
-    x = np.random.default_rng(1).normal(size=(37, 640)).astype(np.float32)
-    for model in (encoder, cnn):
-        found = training.predict(model, x, batch_size=16)
-        assert found.dtype == np.float32 and found.shape == (37, model.output.shape[-1])
-        np.testing.assert_allclose(found, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
-
-
 class _BatchRecorder(keras.layers.Layer):
     """Identity layer that records, during training, which rows each batch holds."""
 
