@@ -76,7 +76,8 @@ def main() -> None:
             found[name].append(cpu)
             print(f"repeat {repeat} {name:5s}: {cpu:.2f} CPU s/epoch, final val loss {val_loss:.5f}", flush=True)
     keras_cpu, fused_cpu = (statistics.median(found[name]) for name in OPTIMIZERS)
-    print(f"median CPU s/epoch: Keras Adamax {keras_cpu:.2f}, FusedAdamax {fused_cpu:.2f}: x{keras_cpu / fused_cpu:.2f}")
+    print(f"median CPU s/epoch: Keras Adamax {keras_cpu:.2f}, FusedAdamax {fused_cpu:.2f}: "
+          f"x{keras_cpu / fused_cpu:.2f}")
 
 
 if __name__ == "__main__":

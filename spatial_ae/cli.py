@@ -55,7 +55,7 @@ def main(step: str, argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interruption:  # SIGINT, or SIGTERM via tracking.Terminated
-        print(f"interrupted ({str(interruption) or 'SIGINT'}): the open runs are marked KILLED, finished ones are kept; "
-              f"run the same command again to resume", file=sys.stderr)
+        print(f"interrupted ({str(interruption) or 'SIGINT'}): the open runs are marked KILLED, finished ones are "
+              f"kept; run the same command again to resume", file=sys.stderr)
         return 130
     return 0

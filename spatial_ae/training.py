@@ -19,9 +19,9 @@ optimizer state are copied back. Tracing Keras's train and test steps costs 3-8 
 simulation); the results are the same as training the model itself (`REUSE_TRACED = False` turns it off).
 
 The fast path also updates Adamax's variables with TensorFlow's fused `ApplyAdaMax` kernel (`FusedAdamax`, the
-same update in one pass over each variable instead of Keras's dozen element-wise operations): for the
-auto-encoder the optimizer was ~0.6 s of the ~2.7 s of CPU time of an epoch. Compile with `optimizer(name)` to get
-it (the plain path gets Keras's own Adamax).
+same update in one pass over each variable instead of Keras's dozen element-wise operations): x1.56 less CPU
+per auto-encoder epoch (benchmarks/adamax_kernel.py). Compile with `optimizer(name)` to get it (the plain path
+gets Keras's own Adamax).
 
 Pick one with the environment variable `SPATIAL_AE_TRAINING=fast|plain` (read at import) or by setting
 `spatial_ae.training.TRAINING_PATH` (read at every `fit`). XLA (`jit_compile=True`) is not used: on this
