@@ -4,7 +4,7 @@ Two ways to feed `model.fit`, with the same maths (batch size, optimiser, losses
 early stopping on the validation loss with the best weights restored, per-epoch logging):
 
 - `"fast"` (default): float32 inputs, one `tf.data` pipeline per fit (built once, cached, reshuffled every
-  epoch, prefetched), validation in batches of `VALIDATION_BATCH_SIZE` (the mean loss does not depend on the
+  epoch, not autotuned), validation in batches of `VALIDATION_BATCH_SIZE` (the mean loss does not depend on the
   batch size: BatchNormalization and Dropout are in inference mode) and `STEPS_PER_EXECUTION` training
   steps per call of the compiled function (callbacks only act per epoch here).
 - `"plain"`: the straightforward Keras call (NumPy arrays into `model.fit`, validation in batches of
@@ -180,11 +180,17 @@ def _as_float32(values):
 
 
 def _dataset(x, y, batch_size: int, shuffle: bool):
-    """A cached, batched, prefetched `tf.data` pipeline over (x, y); reshuffled every epoch when `shuffle`."""
+    """A cached, batched `tf.data` pipeline over (x, y), reshuffled every epoch when `shuffle`.
+
+    No prefetching and no tf.data autotuning: a batch of 32 rows is a cheap copy, made in the training thread;
+    with autotuning on, two worker processes left ~17 % of the two cores idle (benchmarks/README.md).
+    """
     import tensorflow as tf
 
     x, y = _as_float32(x), _as_float32(y)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).cache()
     if shuffle:
         dataset = dataset.shuffle(len(x), reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.batch(batch_size).with_options(options)
