@@ -124,3 +124,10 @@ def test_training_reshuffles_every_epoch_and_sees_every_row_once():
     assert len(seen) == epochs * rows // 8
     assert all(sorted(order) == list(range(rows)) for order in per_epoch)
     assert len({tuple(order) for order in per_epoch}) == epochs
+
+
+def test_training_pipeline_is_not_autotuned():
+    """tf.data's autotuning left the cores idle with two simulation workers (benchmarks/dataset_autotune.py)."""
+    dataset = training._dataset(np.zeros((4, 2)), np.zeros(4), 2, shuffle=True)
+    assert dataset.options().autotune.enabled is False
+    assert [batch[0].shape[0] for batch in dataset] == [2, 2]
