@@ -24,10 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 OPTIMIZERS = ("keras", "fused")
 
 
-def run_one(optimizer: str, epochs: int, rows: int) -> None:
-    """Train one auto-encoder in this (fresh) process and print `cpu_seconds_per_epoch val_loss`."""
+def timed_autoencoder_fit(optimizer, epochs: int, rows: int) -> tuple[list[tuple[float, float]], float]:
+    """Train the paper's auto-encoder with `optimizer` through `training.fit` in this process (one intra-op and one
+    inter-op thread, as a simulation worker); returns the (wall, CPU) time at each epoch's end and the final
+    validation loss."""
     os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-    import keras
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
@@ -39,14 +40,13 @@ def run_one(optimizer: str, epochs: int, rows: int) -> None:
     split = rows * 9 // 10
     training.seed_everything(0)
     model, _ = build_autoencoder(75)
-    chosen = training.FusedAdamax() if optimizer == "fused" else keras.optimizers.Adamax()
-    model.compile(optimizer=chosen, loss={"reconstruction": "mse", "position": "mse"})
-    marks = []  # CPU time at the end of each epoch (the training module logs a line per epoch)
+    model.compile(optimizer=optimizer, loss={"reconstruction": "mse", "position": "mse"})
+    marks = []  # the training module logs a line per epoch
 
     class EpochMarks(logging.Handler):
         def emit(self, record):
             if " epoch " in record.getMessage():
-                marks.append(time.process_time())
+                marks.append((time.perf_counter(), time.process_time()))
 
     logger = logging.getLogger("spatial_ae.training")
     logger.setLevel(logging.INFO)
@@ -54,17 +54,35 @@ def run_one(optimizer: str, epochs: int, rows: int) -> None:
     history = training.fit(model, x[:split], {k: v[:split] for k, v in targets.items()},
                            (x[split:], {k: v[split:] for k, v in targets.items()}), epochs=epochs, patience=epochs,
                            batch_size=32, prefix="ae")
-    seconds = np.diff(marks)  # epochs 2, 3, ...: the first epoch (tracing) is left out
-    print(float(np.median(seconds)), history.history["val_loss"][-1])
+    return marks, history.history["val_loss"][-1]
+
+
+def run_one(optimizer: str, epochs: int, rows: int) -> None:
+    """Train one auto-encoder in this (fresh) process and print `cpu_seconds_per_epoch val_loss`."""
+    import keras
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    from spatial_ae import training
+
+    chosen = training.FusedAdamax() if optimizer == "fused" else keras.optimizers.Adamax()
+    marks, val_loss = timed_autoencoder_fit(chosen, epochs, rows)
+    seconds = np.diff([cpu for _, cpu in marks])  # epochs 2, 3, ...: the first epoch (tracing) is left out
+    print(float(np.median(seconds)), val_loss)
+
+
+def parse_arguments(description: str, variants: tuple[str, ...], repeats: int) -> argparse.Namespace:
+    """--repeats, --epochs, --rows, and the hidden --run-one VARIANT of a child process."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--rows", type=int, default=12000)
+    parser.add_argument("--run-one", choices=variants, help=argparse.SUPPRESS)
+    return parser.parse_args()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--rows", type=int, default=12000)
-    parser.add_argument("--run-one", choices=OPTIMIZERS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_arguments(__doc__, OPTIMIZERS, repeats=2)
     if args.run_one:
         return run_one(args.run_one, args.epochs, args.rows)
     found = {name: [] for name in OPTIMIZERS}

@@ -16,16 +16,13 @@ process was not on a core (1 - CPU / wall).
 """
 from __future__ import annotations
 
-import argparse
-import logging
-import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 VARIANTS = ("autotuned", "untuned")
 
 
@@ -44,36 +41,16 @@ def autotuned_dataset(x, y, batch_size: int, shuffle: bool):
 
 def run_one(variant: str, epochs: int, rows: int) -> None:
     """Train one auto-encoder in this (fresh) process; print `wall_s_per_epoch cpu_s_per_epoch val_loss`."""
-    os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     import numpy as np
+    from adamax_kernel import timed_autoencoder_fit
 
-    sys.path.insert(0, str(ROOT))
     from spatial_ae import training
-    from spatial_ae.models import build_autoencoder
 
     if variant == "autotuned":
         training._dataset = autotuned_dataset
-    x = np.random.default_rng(0).normal(size=(rows, 640)).astype(np.float32)
-    targets = {"reconstruction": x, "position": x[:, :1] ** 2}
-    split = rows * 9 // 10
-    training.seed_everything(0)
-    model, _ = build_autoencoder(75)
-    model.compile(optimizer=training.optimizer("Adamax"), loss={"reconstruction": "mse", "position": "mse"})
-    marks = []  # (wall, CPU) at the end of each epoch (the training module logs a line per epoch)
-
-    class EpochMarks(logging.Handler):
-        def emit(self, record):
-            if " epoch " in record.getMessage():
-                marks.append((time.perf_counter(), time.process_time()))
-
-    logger = logging.getLogger("spatial_ae.training")
-    logger.setLevel(logging.INFO)
-    logger.addHandler(EpochMarks())
-    history = training.fit(model, x[:split], {k: v[:split] for k, v in targets.items()},
-                           (x[split:], {k: v[split:] for k, v in targets.items()}), epochs=epochs, patience=epochs,
-                           batch_size=32, prefix="ae")
+    marks, val_loss = timed_autoencoder_fit(training.optimizer("Adamax"), epochs, rows)
     wall, cpu = (np.median(np.diff([mark[i] for mark in marks])) for i in (0, 1))  # epochs 2, 3, ...
-    print(float(wall), float(cpu), history.history["val_loss"][-1])
+    print(float(wall), float(cpu), val_loss)
 
 
 def run_pair(variant: str, epochs: int, rows: int) -> list[tuple[float, float, float]]:
@@ -91,12 +68,9 @@ def run_pair(variant: str, epochs: int, rows: int) -> list[tuple[float, float, f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--rows", type=int, default=12000)
-    parser.add_argument("--run-one", choices=VARIANTS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    from adamax_kernel import parse_arguments
+
+    args = parse_arguments(__doc__, VARIANTS, repeats=3)
     if args.run_one:
         return run_one(args.run_one, args.epochs, args.rows)
     throughput = {name: [] for name in VARIANTS}
