@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 OPTIMIZERS = ("keras", "fused")
 
 
@@ -31,7 +32,6 @@ def timed_autoencoder_fit(optimizer, epochs: int, rows: int) -> tuple[list[tuple
     os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     import numpy as np
 
-    sys.path.insert(0, str(ROOT))
     from spatial_ae import training
     from spatial_ae.models import build_autoencoder
 
@@ -62,7 +62,6 @@ def run_one(optimizer: str, epochs: int, rows: int) -> None:
     import keras
     import numpy as np
 
-    sys.path.insert(0, str(ROOT))
     from spatial_ae import training
 
     chosen = training.FusedAdamax() if optimizer == "fused" else keras.optimizers.Adamax()

@@ -19,10 +19,7 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 VARIANTS = ("autotuned", "untuned")
 
 
@@ -42,7 +39,7 @@ def autotuned_dataset(x, y, batch_size: int, shuffle: bool):
 def run_one(variant: str, epochs: int, rows: int) -> None:
     """Train one auto-encoder in this (fresh) process; print `wall_s_per_epoch cpu_s_per_epoch val_loss`."""
     import numpy as np
-    from adamax_kernel import timed_autoencoder_fit
+    from adamax_kernel import timed_autoencoder_fit  # puts the repository on sys.path
 
     from spatial_ae import training
 
