@@ -11,16 +11,6 @@ import pandas as pd
 
 from spatial_ae.summarize import describe
 
-COMPARISONS = (  # (name, better, worse)
-    ("spatial AE (paper) - plain AE (paper inputs)", "spatial AE (paper)", "plain AE (paper inputs)"),
-    ("spatial AE (balanced) - plain AE (standardised)", "spatial AE (balanced)", "plain AE (standardised)"),
-    ("spatial AE (balanced) - spatial AE (paper)", "spatial AE (balanced)", "spatial AE (paper)"),
-    ("spatial AE (balanced) - MFCC-CNN", "spatial AE (balanced)", "MFCC-CNN"),
-    ("spatial AE (paper) - MFCC-CNN", "spatial AE (paper)", "MFCC-CNN"),
-    ("spatial AE (balanced) - MFCC-DNN", "spatial AE (balanced)", "MFCC-DNN"),
-)
-
-
 def configuration(row) -> str:
     if row.model == "mfcc_cnn":
         return "MFCC-CNN"
@@ -37,6 +27,17 @@ def accuracies(table: pd.DataFrame) -> pd.DataFrame:
     return table.groupby(["configuration", "labelled_per_word", "simulation"], as_index=False)["accuracy"].mean()
 
 
+def comparisons(configurations) -> list[tuple[str, str]]:
+    """(better, worse) pairs: each spatial AE against its plain AE, the MFCC baselines and the other recipes."""
+    spatial = sorted(name for name in configurations if name.startswith("spatial AE ("))
+    pairs = []
+    for name in spatial:
+        plain = "plain AE (paper inputs)" if name.startswith("spatial AE (paper") else "plain AE (standardised)"
+        pairs += [(name, plain), (name, "MFCC-CNN"), (name, "MFCC-DNN")]
+        pairs += [(name, other) for other in spatial if other < name]
+    return pairs
+
+
 def interval(values) -> str:
     d = describe(values)
     return f"{d['mean']:.3f} [{d['ci95_low']:.3f}, {d['ci95_high']:.3f}]"
@@ -49,10 +50,10 @@ def report(path: str) -> str:
         lines.append(f"| {name} | {per_word} | {len(group)} | {interval(group['accuracy'])} |")
     wide = scores.pivot_table(index=["labelled_per_word", "simulation"], columns="configuration", values="accuracy")
     lines += ["", "| paired difference | labelled per word | mean [95% CI] |", "|---|---|---|"]
-    for name, better, worse in COMPARISONS:
-        if better in wide and worse in wide:
+    for better, worse in comparisons(wide.columns):
+        if worse in wide:
             for per_word, group in (wide[better] - wide[worse]).groupby(level=0):
-                lines.append(f"| {name} | {per_word} | {interval(group.dropna())} |")
+                lines.append(f"| {better} - {worse} | {per_word} | {interval(group.dropna())} |")
     return "\n".join(lines)
 
 

@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .recipes import POSITION_FEATURES, RECIPES
+
 
 class ParameterError(ValueError):
     """A parameter that is not a number, is out of range or is not one of the choices."""
@@ -97,17 +99,20 @@ PRETRAIN_HYPERPARAMETERS = (
           choices=("Adamax", "Adam", "Nadam", "RMSprop", "SGD")),
     _int("batch_size", 32, "auto-encoder batch size", low=1),
     Param("recipe", str, "paper",
-          "preset of the options below: 'paper' (the published method) or 'balanced' (standardised inputs and "
-          "positions, log-mel k-means anchors, balanced losses); options given explicitly override it",
-          choices=("paper", "balanced")),
+          "preset of the options below: 'paper' (the published method), 'balanced' (standardised inputs and "
+          "positions, log-mel k-means anchors, balanced losses) or 'dtw' (as balanced, with DTW distances of the "
+          "MFCC to 32 exemplar clips as positions); options given explicitly override it",
+          choices=tuple(RECIPES)),
     Param("standardize_inputs", bool, None, "standardise the MFCC with unlabelled-set statistics, inside the encoder "
           "(the reconstruction target is then the standardised MFCC); empty = from the recipe", optional=True),
     Param("standardize_positions", bool, None, "z-score each position target over the unlabelled set; "
           "empty = from the recipe", optional=True),
-    Param("position_features", str, None, "features of the position target: power_mel (the paper) or log_mel; "
-          "empty = from the recipe", choices=("power_mel", "log_mel"), optional=True),
+    Param("position_features", str, None, "position target: cosine distance of the power_mel (the paper) or "
+          "log_mel to the anchors, or mfcc_dtw: dynamic-time-warping distance of the MFCC frames (c1-c19, "
+          "standardised) to exemplar clips; empty = from the recipe", choices=POSITION_FEATURES, optional=True),
     Param("num_anchors", int, None, "1 = the paper's mean anchor; k > 1 = k-means centres of the unlabelled "
-          "position features (k cosine distances as target); empty = from the recipe", low=1, optional=True),
+          "position features (k distances as target; for mfcc_dtw the k clips nearest the centres); "
+          "empty = from the recipe", low=1, optional=True),
     Param("position_loss_weight", float, None,
           "weight of the position loss; 0 trains the plain auto-encoder (the ablation); empty = from the recipe",
           low=0.0, optional=True),
@@ -148,7 +153,7 @@ STEPS: dict[str, tuple[Param, ...]] = {
         *FEATURIZE,
         *(p for p in PRETRAIN_HYPERPARAMETERS if p.name not in ("recipe", "position_loss_weight")),
         *(p for p in EVALUATE_HYPERPARAMETERS if p.name != "labelled_per_word"),
-        Param("recipes", str, "paper,balanced", "comma-separated recipes of the grid"),
+        Param("recipes", str, "paper,balanced,dtw", "comma-separated recipes of the grid"),
         Param("position_loss_weights", str, "0,1", "comma-separated position loss weights of the grid"),
         Param("labelled_per_word", str, "5,10,20", "comma-separated labelled clips per word of the grid"),
         _int("num_simulations", 3, "simulations per cell of the grid", low=1),

@@ -6,6 +6,9 @@
 - `balanced`: MFCC standardised with unlabelled-set statistics (inside the encoder), positions = cosine
   distances of the log mel to 8 k-means centres, each z-scored, position loss scaled so that both heads
   start with equal loss.
+- `dtw`: as `balanced`, but positions are dynamic-time-warping distances of the clip's MFCC frame sequence
+  to 32 exemplar clips of the unlabelled set: a position that does not depend on when, or how fast, the word
+  is said (cosine distances of whole spectrograms mostly do, and carry little word information).
 
 Options given explicitly (not None) override the recipe's.
 """
@@ -23,7 +26,11 @@ RECIPES = {
                   num_anchors=1, position_loss_weight=1.0, balance_losses=False),
     "balanced": dict(standardize_inputs=True, standardize_positions=True, position_features="log_mel",
                      num_anchors=8, position_loss_weight=1.0, balance_losses=True),
+    "dtw": dict(standardize_inputs=True, standardize_positions=True, position_features="mfcc_dtw",
+                num_anchors=32, position_loss_weight=1.0, balance_losses=True),
 }
+POSITION_FEATURES = ("power_mel", "log_mel", "mfcc_dtw")
+POSITION_OPTIONS = ("recipe", "standardize_positions", "position_features", "num_anchors", "balance_losses")
 LOG_MEL_FLOOR = 1e-10  # power floor of the log mel, as librosa.power_to_db's amin
 
 
@@ -38,6 +45,14 @@ def resolve_recipe(recipe: str, **options) -> dict:
     return {"recipe": recipe, **RECIPES[recipe], **given}
 
 
+def encoder_identity(settings: dict) -> dict:
+    """The pretrain settings that decide the encoder: without a position head (weight 0) the recipe's name and
+    its position options do not, so the plain auto-encoders of `balanced` and `dtw` are one and the same."""
+    if settings.get("position_loss_weight", 1.0) > 0:
+        return dict(settings)
+    return {name: value for name, value in settings.items() if name not in POSITION_OPTIONS}
+
+
 def mfcc_statistics(mfcc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance (640,) of flattened 20 x 32 MFCC, per coefficient over clips and frames (repeated over
     the frames): per-value statistics would divide by ~0 where short clips' padding is constant (FSDD)."""
@@ -48,7 +63,7 @@ def mfcc_statistics(mfcc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def position_features(mel: np.ndarray, kind: str) -> np.ndarray:
-    """The vectors positions are measured on: the power mel itself, or its log (dB, floored at -100 dB)."""
+    """The vectors cosine positions are measured on: the power mel itself, or its log (dB, floored at -100 dB)."""
     if kind == "power_mel":
         return mel
     if kind == "log_mel":
@@ -65,12 +80,62 @@ def anchors(vectors: np.ndarray, num_anchors: int, seed: int) -> np.ndarray:
     return KMeans(n_clusters=num_anchors, n_init=3, random_state=seed).fit(vectors).cluster_centers_
 
 
-def position_targets(unlabelled_mel: np.ndarray, position_features_kind: str, num_anchors: int,
-                     standardize: bool, seed: int) -> np.ndarray:
-    """(u, k) float32 position targets of the unlabelled clips: cosine distances to the k anchors,
-    z-scored per column when `standardize`."""
-    vectors = position_features(unlabelled_mel, position_features_kind)
-    targets = cosine_positions(vectors, anchors(vectors, num_anchors, seed)).reshape(len(vectors), -1)
+def mfcc_frames(mfcc: np.ndarray) -> np.ndarray:
+    """Flattened 20 x 32 MFCC -> (n, 32 frames, 19) sequences of c1..c19, each coefficient standardised over
+    the given clips and frames. c0 (the frame's energy) is left out: it measures loudness, not the word."""
+    mean, variance = mfcc_statistics(mfcc)
+    standardized = (np.asarray(mfcc, dtype=np.float32) - mean) / np.sqrt(np.maximum(variance, 1e-12))
+    return standardized.reshape(len(mfcc), *MFCC_SHAPE).transpose(0, 2, 1)[:, :, 1:].copy()
+
+
+def dtw_distances(sequences: np.ndarray, exemplars: np.ndarray, block: int = 256) -> np.ndarray:
+    """(n, T, c) and (k, T', c) frame sequences -> (n, k) dynamic-time-warping costs: the Euclidean frame
+    distances summed along the cheapest monotonic alignment (steps right, down, diagonal), divided by T + T'."""
+    sequences = np.asarray(sequences, dtype=np.float64)
+    exemplars = np.asarray(exemplars, dtype=np.float64)
+    steps, exemplar_steps = sequences.shape[1], exemplars.shape[1]
+    distances = np.empty((len(sequences), len(exemplars)))
+    for start in range(0, len(sequences), block):
+        rows = sequences[start:start + block]
+        squared = ((rows ** 2).sum(-1)[:, None, :, None] + (exemplars ** 2).sum(-1)[None, :, None, :]
+                   - 2.0 * np.einsum("ntc,kuc->nktu", rows, exemplars))
+        cost = np.sqrt(np.maximum(squared, 0.0))  # (rows, k, T, T')
+        previous = np.full((len(rows), len(exemplars), exemplar_steps + 1), np.inf)
+        previous[:, :, 0] = 0.0  # the alignment starts at both sequences' first frames
+        for i in range(steps):
+            current = np.full_like(previous, np.inf)
+            for j in range(exemplar_steps):
+                best = np.minimum(np.minimum(previous[:, :, j + 1], current[:, :, j]), previous[:, :, j])
+                current[:, :, j + 1] = cost[:, :, i, j] + best
+            previous = current
+        distances[start:start + len(rows)] = previous[:, :, exemplar_steps] / (steps + exemplar_steps)
+    return distances
+
+
+def exemplar_clips(frames: np.ndarray, num_exemplars: int, seed: int) -> np.ndarray:
+    """Indices of `num_exemplars` distinct clips: for each k-means centre of the flattened frames (the mean for
+    one), the nearest clip not already chosen."""
+    flat = frames.reshape(len(frames), -1).astype(np.float64)
+    centres = anchors(flat, num_exemplars, seed)
+    squared = (flat ** 2).sum(1)[:, None] + (centres ** 2).sum(1)[None, :] - 2.0 * flat @ centres.T
+    chosen: list[int] = []
+    for column in squared.T:
+        order = np.argsort(column)
+        chosen.append(int(next(index for index in order if index not in chosen)))
+    return np.asarray(chosen)
+
+
+def position_targets(unlabelled_mel: np.ndarray, unlabelled_mfcc: np.ndarray, position_features_kind: str,
+                     num_anchors: int, standardize: bool, seed: int) -> np.ndarray:
+    """(u, k) float32 position targets of the unlabelled clips: cosine distances of the (log) mel to k anchors,
+    or (`mfcc_dtw`) DTW distances of the MFCC frame sequences to k exemplar clips; z-scored per column when
+    `standardize`."""
+    if position_features_kind == "mfcc_dtw":
+        frames = mfcc_frames(unlabelled_mfcc)
+        targets = dtw_distances(frames, frames[exemplar_clips(frames, num_anchors, seed)])
+    else:
+        vectors = position_features(unlabelled_mel, position_features_kind)
+        targets = cosine_positions(vectors, anchors(vectors, num_anchors, seed)).reshape(len(vectors), -1)
     if standardize:
         targets = (targets - targets.mean(axis=0)) / np.maximum(targets.std(axis=0), 1e-12)
     return targets.astype(np.float32)

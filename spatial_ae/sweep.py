@@ -1,7 +1,8 @@
 """The sweep step: a grid of recipe x position_loss_weight x labelled clips per word, each cell a child run
 holding `num_simulations` simulations (the workflow's), on one shared featurize run.
 
-An encoder is pretrained once per (recipe, weight, simulation) and evaluated at every labelled size; the MFCC
+An encoder is pretrained once per (recipe, weight, simulation) and evaluated at every labelled size (the plain
+auto-encoders, weight 0, of recipes that differ only in their position options are one); the MFCC
 baselines are trained once per (labelled size, simulation) and their metrics logged in every cell. With
 `parallel_simulations` > 1 (default: one worker process per core) worker k runs simulation k of every cell,
 so that reuse holds there too.

@@ -21,7 +21,7 @@ from .errors import UserError
 from .evaluate import evaluate_encoder
 from .featurize import featurize, load_feature_set
 from .pretrain import train_and_register
-from .recipes import resolve_recipe
+from .recipes import encoder_identity, resolve_recipe
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def run_simulation(feature_set, featurize_run_id: str, key: str, index: int, see
               **pretrain_settings, **evaluate_settings}
     with tracking.step_run(SIMULATION, params, run_name=f"simulation-{index:02d}", key=simulation_key,
                            tags={WORKFLOW_TAG: key, SIMULATION_TAG: str(index)}, parent_run_id=parent_run_id) as run:
-        encoder_key = json.dumps({**pretrain_settings, "seed": seed}, sort_keys=True)
+        encoder_key = json.dumps({**encoder_identity(pretrain_settings), "seed": seed}, sort_keys=True)
         encoder_uri = (cache or {}).get(encoder_key)
         if encoder_uri is None:
             log.info("simulation %d (seed %d): pretraining", index, seed)

@@ -12,7 +12,8 @@ from spatial_ae.corpus import TRAIN, UNLABELLED
 from spatial_ae.evaluate import labelled_sample, load_keras_encoder
 from spatial_ae.features import anchor, cosine_positions
 from spatial_ae.params import parse_step_params
-from spatial_ae.recipes import RECIPES, position_loss_scale, position_targets, resolve_recipe
+from spatial_ae.recipes import (RECIPES, dtw_distances, encoder_identity, exemplar_clips, mfcc_frames,
+                                position_loss_scale, position_targets, resolve_recipe)
 from spatial_ae.workflow import main
 from tests.conftest import SMALL_CLIPS_PER_WORD
 
@@ -36,18 +37,67 @@ def test_presets_resolve_as_documented_and_explicit_options_override():
 
 def test_k_anchors_give_cosine_distances_to_kmeans_centres():
     mel = np.random.default_rng(0).gamma(1.0, size=(60, 16)).astype(np.float32)
-    targets = position_targets(mel, "power_mel", 3, standardize=False, seed=4)
+    targets = position_targets(mel, None, "power_mel", 3, standardize=False, seed=4)
     centres = KMeans(n_clusters=3, n_init=3, random_state=4).fit(mel).cluster_centers_
     assert targets.shape == (60, 3)
     np.testing.assert_allclose(targets, cdist(mel, centres, "cosine"), rtol=1e-5, atol=1e-6)
-    paper = position_targets(mel, "power_mel", 1, standardize=False, seed=4)
+    paper = position_targets(mel, None, "power_mel", 1, standardize=False, seed=4)
     np.testing.assert_allclose(paper[:, 0], cosine_positions(mel, anchor(mel)), rtol=1e-6)
-    standardized = position_targets(mel, "log_mel", 3, standardize=True, seed=4)
+    standardized = position_targets(mel, None, "log_mel", 3, standardize=True, seed=4)
     np.testing.assert_allclose(standardized.mean(axis=0), 0, atol=1e-5)
     np.testing.assert_allclose(standardized.std(axis=0), 1, atol=1e-4)
     reconstruction = np.random.default_rng(1).normal(0, 10, size=(60, 8))
     assert position_loss_scale(reconstruction, paper, balance=True) > 100
     assert position_loss_scale(reconstruction, paper, balance=False) == 1.0
+
+
+def reference_dtw(a: np.ndarray, b: np.ndarray) -> float:
+    """Textbook dynamic time warping, one cell at a time: the reference for the vectorised one."""
+    table = np.full((len(a) + 1, len(b) + 1), np.inf)
+    table[0, 0] = 0.0
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            step = np.linalg.norm(a[i - 1] - b[j - 1])
+            table[i, j] = step + min(table[i - 1, j], table[i, j - 1], table[i - 1, j - 1])
+    return table[-1, -1] / (len(a) + len(b))
+
+
+def test_dtw_distances_match_the_textbook_recursion_and_ignore_tempo():
+    rng = np.random.default_rng(3)
+    sequences, exemplars = rng.normal(size=(5, 7, 3)), rng.normal(size=(4, 6, 3))
+    expected = [[reference_dtw(s, e) for e in exemplars] for s in sequences]
+    np.testing.assert_allclose(dtw_distances(sequences, exemplars, block=2), expected, rtol=1e-10)
+
+    word = rng.normal(size=(8, 3))
+    slow = np.repeat(word, 2, axis=0)  # the same word said twice as slowly: every frame repeated
+    other = rng.normal(size=(16, 3))
+    slow_cost, other_cost = dtw_distances(np.stack([slow, other]), word[None])[:, 0]
+    assert slow_cost == pytest.approx(0.0, abs=1e-6)
+    assert other_cost > 0.5
+
+
+def test_dtw_positions_are_distances_to_distinct_unlabelled_exemplars():
+    mfcc = np.random.default_rng(5).normal(0, 20, size=(40, 640)).astype(np.float32)
+    frames = mfcc_frames(mfcc)
+    assert frames.shape == (40, 32, 19)
+    np.testing.assert_allclose(frames[3, 4], (mfcc.reshape(40, 20, 32)[3, 1:, 4] - mfcc.reshape(40, 20, 32)[:, 1:].mean(
+        axis=(0, 2))) / mfcc.reshape(40, 20, 32)[:, 1:].std(axis=(0, 2)), rtol=1e-4, atol=1e-4)
+    exemplars = exemplar_clips(frames, 6, seed=1)
+    assert len(set(exemplars.tolist())) == 6
+    targets = position_targets(None, mfcc, "mfcc_dtw", 6, standardize=False, seed=1)
+    assert targets.shape == (40, 6)
+    np.testing.assert_allclose(targets[exemplars, range(6)], 0.0, atol=1e-6)  # each exemplar is its own zero
+    np.testing.assert_allclose(targets, dtw_distances(frames, frames[exemplars]), rtol=1e-5)
+    assert resolve_recipe("dtw")["position_features"] == "mfcc_dtw"
+
+
+def test_plain_autoencoders_of_recipes_that_differ_only_in_positions_are_one_encoder():
+    settings = dict(embedding_dim=75, ae_epochs=3)
+    plain = [encoder_identity(settings | resolve_recipe(r, position_loss_weight=0.0)) for r in ("balanced", "dtw")]
+    assert plain[0] == plain[1] and "position_features" not in plain[0]
+    assert encoder_identity(settings | resolve_recipe("paper", position_loss_weight=0.0)) != plain[0]  # raw inputs
+    spatial = [encoder_identity(settings | resolve_recipe(r)) for r in ("balanced", "dtw")]
+    assert spatial[0] != spatial[1] and spatial[0] == settings | resolve_recipe("balanced")
 
 
 def test_balanced_recipe_carries_the_normalisation_and_mfcc_dnn_is_logged(sqlite_tracking, small_synthetic_corpus,

@@ -1,0 +1,84 @@
+"""How much word information, across speakers, each kind of position target carries (issue 9).
+
+python benchmarks/position_information.py [--fsdd ../shared/data/fsdd] [--seed 0]
+
+On the Free Spoken Digit Dataset, positions are computed for every clip as the pretrain step computes them
+(anchors or exemplars from the four unlabelled speakers), then a logistic regression learns the digit from the
+positions alone: trained on one speaker, tested on another (all 30 speaker pairs, 500 clips each), and as in the
+sweep (theo -> yweweler, 5 clips per digit, 5 draws). The flattened MFCC are the reference. A position target
+that carries little word information cannot teach the encoder anything a word classifier could use.
+"""
+from __future__ import annotations
+
+import argparse
+import warnings
+from itertools import permutations
+from pathlib import Path
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from spatial_ae.corpus import FSDD_SPLIT_OF_SPEAKER, UNLABELLED
+from spatial_ae.features import cosine_positions, featurize_files
+from spatial_ae.recipes import anchors, dtw_distances, exemplar_clips, mfcc_frames, position_features
+
+TARGETS = (  # (name, position_features, num_anchors)
+    ("power mel, mean anchor (paper)", "power_mel", 1),
+    ("log mel, 8 k-means anchors (balanced)", "log_mel", 8),
+    ("log mel, 32 k-means anchors", "log_mel", 32),
+    ("MFCC DTW, 32 exemplar clips (dtw)", "mfcc_dtw", 32),
+)
+
+
+def positions(mfcc, mel, unlabelled, kind: str, k: int, seed: int) -> np.ndarray:
+    """(n, k) positions of every clip, with anchors (exemplars) chosen among the unlabelled clips.
+    DTW frames are standardised with all clips' statistics (the pretrain step uses the unlabelled clips')."""
+    if kind == "mfcc_dtw":
+        frames = mfcc_frames(mfcc)
+        return dtw_distances(frames, frames[unlabelled[exemplar_clips(frames[unlabelled], k, seed)]])
+    vectors = position_features(mel, kind)
+    return cosine_positions(vectors, anchors(vectors[unlabelled], k, seed)).reshape(len(vectors), -1)
+
+
+def accuracy(x, digits, train, test) -> float:
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    return float(model.fit(x[train], digits[train]).score(x[test], digits[test]))
+
+
+def per_digit(rows, digits, count: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.choice(rows[digits[rows] == d], count, replace=False) for d in range(10)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fsdd", default=str(Path(__file__).resolve().parents[2] / "shared/data/fsdd"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    files = sorted(f for f in (Path(args.fsdd) / "recordings").glob("*.wav")
+                   if f.stem.split("_")[1] in FSDD_SPLIT_OF_SPEAKER)
+    if not files:
+        raise SystemExit(f"no FSDD recordings under {args.fsdd}/recordings. Fix: pass --fsdd /path/to/fsdd")
+    speakers = np.array([f.stem.split("_")[1] for f in files])
+    digits = np.array([int(f.stem.split("_")[0]) for f in files])
+    table = featurize_files(files, progress=False)
+    unlabelled = np.flatnonzero([FSDD_SPLIT_OF_SPEAKER[s] == UNLABELLED for s in speakers])
+    theo, yweweler = np.flatnonzero(speakers == "theo"), np.flatnonzero(speakers == "yweweler")
+    rows = [("MFCC itself (reference)", table.mfcc)]
+    rows += [(name, positions(table.mfcc, table.mel, unlabelled, kind, k, args.seed)) for name, kind, k in TARGETS]
+    print("| features given to the classifier | dimensions | one speaker -> another (30 pairs, 500 clips) "
+          "| theo -> yweweler, 5 per digit (5 draws) |\n|---|---|---|---|")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for name, x in rows:
+            pairs = np.mean([accuracy(x, digits, speakers == a, speakers == b)
+                             for a, b in permutations(sorted(set(speakers)), 2)])
+            few = np.mean([accuracy(x, digits, per_digit(theo, digits, 5, draw), yweweler) for draw in range(5)])
+            print(f"| {name} | {x.shape[1]} | {pairs:.3f} | {few:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
