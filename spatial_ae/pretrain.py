@@ -60,6 +60,8 @@ def train_and_register(feature_set, featurize_run_id: str, embedding_dim: int, a
     reconstruction = x if normalizer is None else np.asarray(normalizer(x), dtype=np.float32)
     with_position = options["position_loss_weight"] > 0
     if with_position:
+        log.info("pretrain: position targets of %d clips (%s, %d anchors)", len(x), options["position_features"],
+                 options["num_anchors"])
         positions = position_targets(feature_set.unlabelled_mel, x, options["position_features"],
                                      options["num_anchors"], options["standardize_positions"], seed)
         scale = position_loss_scale(reconstruction, positions, options["balance_losses"])

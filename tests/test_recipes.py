@@ -156,11 +156,12 @@ def test_labelled_sample_per_word():
 def test_tiny_sweep_writes_the_table_and_the_figure(sqlite_tracking, small_synthetic_corpus, tmp_path,
                                                     parallel_simulations):
     """The sweep's run tree (sweep > cells > simulations), its table and figure, here (1 simulation) and in 2
-    worker processes (2); each (weight, simulation) pretrains once, each (size, simulation) trains the baselines once."""
+    worker processes (2); each (recipe, weight, simulation) pretrains once, the plain AE (weight 0) once for both
+    recipes, and each (size, simulation) trains the baselines once."""
     from spatial_ae.sweep import CSV_NAME, FIGURE_NAME, sweep
 
     results = tmp_path / "sweep"
-    params = parse_step_params("sweep", TINY | {"recipes": "balanced", "position_loss_weights": "0,1",
+    params = parse_step_params("sweep", TINY | {"recipes": "balanced,dtw", "position_loss_weights": "0,1",
                                                 "labelled_per_word": "1,2", "num_simulations": parallel_simulations,
                                                 "parallel_simulations": parallel_simulations,
                                                 "results_path": str(results)})
@@ -168,7 +169,7 @@ def test_tiny_sweep_writes_the_table_and_the_figure(sqlite_tracking, small_synth
     table = pd.read_csv(results / CSV_NAME)
     assert list(table.columns) == ["recipe", "weight", "labelled_per_word", "simulation", "model", "accuracy"]
     seeds = [str(seed) for seed in range(parallel_simulations)]
-    assert len(table) == 2 * 2 * len(seeds) * 3 and set(table["weight"]) == {0.0, 1.0}
+    assert len(table) == 2 * 2 * 2 * len(seeds) * 3 and set(table["weight"]) == {0.0, 1.0}
     assert table["accuracy"].between(0, 1).all()
     assert (results / FIGURE_NAME).stat().st_size > 0
     client = MlflowClient()
@@ -178,24 +179,28 @@ def test_tiny_sweep_writes_the_table_and_the_figure(sqlite_tracking, small_synth
 
     experiment = [sqlite_tracking["experiment_id"]]
     cells = client.search_runs(experiment, f"tags.mlflow.parentRunId = '{parent_id}' and tags.`spatial_ae.step` = 'sweep_cell'")
-    assert sorted(c.info.run_name for c in cells) == ["balanced-w0-lpw1", "balanced-w0-lpw2", "balanced-w1-lpw1",
-                                                      "balanced-w1-lpw2"]
+    assert sorted(c.info.run_name for c in cells) == [f"{recipe}-w{weight}-lpw{size}" for recipe in ("balanced", "dtw")
+                                                      for weight in (0, 1) for size in (1, 2)]
     simulations = []
     for cell in cells:
         assert cell.info.status == "FINISHED"
         runs = client.search_runs(experiment, f"tags.mlflow.parentRunId = '{cell.info.run_id}'")
         assert sorted(r.data.params["seed"] for r in runs) == seeds
         assert all(r.info.status == "FINISHED" for r in runs)
-        rows = table[(table["weight"] == float(cell.data.params["position_loss_weight"]))
+        rows = table[(table["recipe"] == cell.data.params["recipe"])
+                     & (table["weight"] == float(cell.data.params["position_loss_weight"]))
                      & (table["labelled_per_word"] == int(cell.data.params["labelled_per_word"]))]
         for model, group in rows.groupby("model"):
             assert np.isclose(cell.data.metrics[f"mean_{model}_accuracy"], group["accuracy"].mean())
         simulations += runs
-    encoders = {(r.data.params["position_loss_weight"], r.data.params["seed"]): r.data.tags["encoder_uri"]
-                for r in simulations}
-    assert len(set(encoders.values())) == 2 * len(seeds)  # one encoder per (weight, seed), evaluated at both sizes
-    assert all(r.data.tags["encoder_uri"] == encoders[(r.data.params["position_loss_weight"], r.data.params["seed"])]
-               for r in simulations)
+    def coordinates(run):
+        return run.data.params["recipe"], run.data.params["position_loss_weight"], run.data.params["seed"]
+
+    encoders = {coordinates(r): r.data.tags["encoder_uri"] for r in simulations}
+    assert all(r.data.tags["encoder_uri"] == encoders[coordinates(r)] for r in simulations)  # evaluated at both sizes
+    assert len(set(encoders.values())) == 3 * len(seeds)  # balanced and dtw, and one plain AE for both, per seed
+    assert all(encoders[("balanced", "0.0", seed)] == encoders[("dtw", "0.0", seed)] for seed in seeds)
+    assert {r.data.params["position_features"] for r in simulations if r.data.params["recipe"] == "dtw"} == {"mfcc_dtw"}
     trained_baselines = [r for r in simulations if "baselines_reused" not in r.data.tags]
     assert sorted((r.data.params["labelled_per_word"], r.data.params["seed"]) for r in trained_baselines) == [
         (size, seed) for size in ("1", "2") for seed in seeds]
