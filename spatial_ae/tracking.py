@@ -73,6 +73,13 @@ def _raise_terminated(signum, frame):
     raise Terminated(f"received signal {signum}")
 
 
+def stop_if_interrupted() -> None:
+    """Raise now if SIGINT/SIGTERM came during this step but its exception was swallowed (by an import lock's
+    callback, or TensorFlow): long loops call this so that Ctrl-C stops them at once, not at the step's end."""
+    if _SIGNALS_RECEIVED:
+        raise Terminated(f"received signal {_SIGNALS_RECEIVED[-1]}")
+
+
 @contextlib.contextmanager
 def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key: str | None = None,
              tags: dict[str, str] | None = None, parent_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
@@ -107,6 +114,8 @@ def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key
     finally:
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
+        if previous_handlers:  # this step's signals are handled: none may stop later work in this process
+            _SIGNALS_RECEIVED.clear()
 
 
 def log_params(run: mlflow.ActiveRun, params: dict[str, Any]) -> None:

@@ -40,6 +40,8 @@ import keras
 import mlflow
 import numpy as np
 
+from . import tracking
+
 log = logging.getLogger(__name__)
 
 TRAINING_PATHS = ("fast", "plain")
@@ -85,7 +87,7 @@ def seed_everything(seed: int) -> None:
 
 class EpochLogger(keras.callbacks.Callback):
     """Logs every epoch's losses and metrics to the active MLflow run as `<prefix>_epoch_<name>` (step = epoch),
-    and a progress line."""
+    and a progress line; stops the fit after the epoch if an interruption's exception was swallowed."""
 
     def __init__(self, prefix: str, max_epochs: int):
         super().__init__()
@@ -102,6 +104,7 @@ class EpochLogger(keras.callbacks.Callback):
             mlflow.log_metrics(values, step=epoch)
         shown = " ".join(f"{name}={value:.4g}" for name, value in sorted(values.items()))
         log.info("%s epoch %d/%d %s", self.prefix, epoch + 1, self.max_epochs, shown)
+        tracking.stop_if_interrupted()
 
 
 def fit(model: keras.Model, x, y, validation: tuple, *, epochs: int, patience: int, batch_size: int,

@@ -132,6 +132,31 @@ def test_interrupted_workflow_resumes_where_it_stopped(sqlite_tracking, small_sy
     assert "RUNNING" not in {r.info.status for r in client.search_runs([experiment], max_results=1000)}
 
 
+def test_an_interruption_python_swallowed_stops_training_after_the_epoch(sqlite_tracking):
+    """SIGINT whose KeyboardInterrupt Python dropped ("Exception ignored in ... _get_module_lock"), seen once on CI:
+    the fit stops after the current epoch and the step's run is KILLED, instead of training on to the end."""
+    import keras
+    import numpy as np
+
+    from spatial_ae import tracking
+    from spatial_ae.training import fit
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    with pytest.raises(KeyboardInterrupt, match="received signal 2"):
+        with tracking.step_run("pretrain", {}) as run:
+            try:  # the step's signal handler runs, and its exception is lost, as in a weakref callback
+                signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+            except KeyboardInterrupt:
+                pass
+            fit(model, x, x[:, :1], (x, x[:, :1]), epochs=50, patience=50, batch_size=8, prefix="ae")
+    client = MlflowClient()
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "ae_epoch_loss")] == [0]  # one epoch only
+    fit(model, x, x[:, :1], (x, x[:, :1]), epochs=2, patience=2, batch_size=8, prefix="ae")  # the next step trains
+
+
 def worker_processes(parent_pid: int) -> list[int]:
     """The simulation worker processes of a main process (its children running Python)."""
     children = Path(f"/proc/{parent_pid}/task/{parent_pid}/children").read_text().split()
