@@ -109,8 +109,7 @@ def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key
         raise
     else:
         mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
-        if _SIGNALS_RECEIVED:  # the work finished but the interruption was swallowed: stop the caller now
-            raise Terminated(f"received signal {_SIGNALS_RECEIVED[-1]}")
+        stop_if_interrupted()  # the work finished but the interruption was swallowed: stop the caller now
     finally:
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
