@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from spatial_ae.corpus import FSDD_SPLIT_OF_SPEAKER, UNLABELLED
+from spatial_ae.corpus import FSDD_SPEAKERS, UNLABELLED, fsdd_split_of_speaker
 from spatial_ae.features import cosine_positions, featurize_files
 from spatial_ae.recipes import anchors, dtw_distances, exemplar_clips, mfcc_frames, position_features
 
@@ -59,13 +59,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     files = sorted(f for f in (Path(args.fsdd) / "recordings").glob("*.wav")
-                   if f.stem.split("_")[1] in FSDD_SPLIT_OF_SPEAKER)
+                   if f.stem.split("_")[1] in FSDD_SPEAKERS)
     if not files:
         raise SystemExit(f"no FSDD recordings under {args.fsdd}/recordings. Fix: pass --fsdd /path/to/fsdd")
     speakers = np.array([f.stem.split("_")[1] for f in files])
     digits = np.array([int(f.stem.split("_")[0]) for f in files])
     table = featurize_files(files, progress=False)
-    unlabelled = np.flatnonzero([FSDD_SPLIT_OF_SPEAKER[s] == UNLABELLED for s in speakers])
+    unlabelled = np.flatnonzero([fsdd_split_of_speaker()[s] == UNLABELLED for s in speakers])
     theo, yweweler = np.flatnonzero(speakers == "theo"), np.flatnonzero(speakers == "yweweler")
     rows = [("MFCC itself (reference)", table.mfcc)]
     rows += [(name, positions(table.mfcc, table.mel, unlabelled, kind, k, args.seed)) for name, kind, k in TARGETS]

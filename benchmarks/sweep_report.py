@@ -1,7 +1,9 @@
 """Markdown tables of a sweep's `sweep.csv`: accuracy per configuration, and paired differences.
 
-python benchmarks/sweep_report.py results/sweep/sweep.csv
+python benchmarks/sweep_report.py results/sweep/sweep.csv [more/sweep.csv ...]
 Differences are paired by (labelled_per_word, simulation): the same seed, labelled sample and test clips.
+Several files (sweeps of other corpora or speaker splits, e.g. FSDD's `labelled=`/`test=` pairs) are pooled:
+each (file, simulation) is one paired observation.
 """
 from __future__ import annotations
 
@@ -22,9 +24,11 @@ def configuration(row) -> str:
 
 
 def accuracies(table: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy per configuration, labelled_per_word and simulation (baselines averaged over the cells)."""
+    """Accuracy per configuration, labelled_per_word, source file and simulation (baselines averaged over the
+    cells)."""
     table = table.assign(configuration=[configuration(row) for row in table.itertuples()])
-    return table.groupby(["configuration", "labelled_per_word", "simulation"], as_index=False)["accuracy"].mean()
+    keys = ["configuration", "labelled_per_word", "source", "simulation"]
+    return table.groupby(keys, as_index=False)["accuracy"].mean()
 
 
 def comparisons(configurations) -> list[tuple[str, str]]:
@@ -43,19 +47,25 @@ def interval(values) -> str:
     return f"{d['mean']:.3f} [{d['ci95_low']:.3f}, {d['ci95_high']:.3f}]"
 
 
-def report(path: str) -> str:
-    scores = accuracies(pd.read_csv(path))
+def report(paths: list[str]) -> str:
+    scores = accuracies(pd.concat([pd.read_csv(path).assign(source=path) for path in paths]))
     lines = ["| configuration | labelled per word | n | accuracy, mean [95% CI] |", "|---|---|---|---|"]
     for (name, per_word), group in scores.groupby(["configuration", "labelled_per_word"]):
         lines.append(f"| {name} | {per_word} | {len(group)} | {interval(group['accuracy'])} |")
-    wide = scores.pivot_table(index=["labelled_per_word", "simulation"], columns="configuration", values="accuracy")
-    lines += ["", "| paired difference | labelled per word | mean [95% CI] |", "|---|---|---|"]
+    wide = scores.pivot_table(index=["labelled_per_word", "source", "simulation"], columns="configuration",
+                              values="accuracy")
+    pooled = len(paths) > 1  # then also the CI over the files' means: the spread between corpora or speaker pairs
+    header = "| paired difference | labelled per word | mean [95% CI] |" + (" over files' means |" if pooled else "")
+    lines += ["", header, "|---|---|---|" + ("---|" if pooled else "")]
     for better, worse in comparisons(wide.columns):
         if worse in wide:
-            for per_word, group in (wide[better] - wide[worse]).groupby(level=0):
-                lines.append(f"| {better} - {worse} | {per_word} | {interval(group.dropna())} |")
+            for per_word, group in (wide[better] - wide[worse]).dropna().groupby(level=0):
+                by_file = f" {interval(group.groupby(level=1).mean())} |" if pooled else ""
+                lines.append(f"| {better} - {worse} | {per_word} | {interval(group)} |{by_file}")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    print(report(sys.argv[1]))
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    print(report(sys.argv[1:]))

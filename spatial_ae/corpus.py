@@ -3,7 +3,8 @@
 One folder per word, `testing_list.txt` and `validation_list.txt` at the root. The paper's splits:
 unlabelled = clips in neither list, labelled training pool = the validation list, test = the testing list.
 Three sources: a local directory, the official archives (downloaded once), the embedded synthetic corpus.
-A fourth, `fsdd:/path/to/fsdd`, reads the Free Spoken Digit Dataset with speakers held out (`read_fsdd`).
+A fourth, `fsdd:/path/to/fsdd`, reads the Free Spoken Digit Dataset with speakers held out (`read_fsdd`);
+`fsdd:/path/to/fsdd:labelled=jackson,test=lucas` chooses which speaker is the labelled pool and which the test set.
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ SYNTHETIC = "synthetic"
 DOWNLOADABLE = ("speech_commands_v0.01", "speech_commands_v0.02")
 FSDD_PREFIX = "fsdd:"
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-FSDD_SPLIT_OF_SPEAKER = {"george": UNLABELLED, "jackson": UNLABELLED, "lucas": UNLABELLED, "nicolas": UNLABELLED,
-                         "theo": TRAIN, "yweweler": TEST}
+FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+FSDD_DEFAULT_LABELLED, FSDD_DEFAULT_TEST = "theo", "yweweler"
 
 
 class CorpusError(UserError):
@@ -81,7 +82,7 @@ def open_corpus(dataset: str, synthetic_clips_per_word: int = 100, seed: int = 0
         root = synthetic_corpus(clips_per_word=synthetic_clips_per_word, seed=seed)
         return read_corpus_dir(root, name=f"synthetic-cpw{synthetic_clips_per_word}-seed{seed}", source=str(root))
     if dataset.startswith(FSDD_PREFIX):
-        return read_fsdd(Path(dataset[len(FSDD_PREFIX):]))
+        return read_fsdd(*parse_fsdd(dataset))
     if dataset in DOWNLOADABLE:
         from .download import SPEECH_COMMANDS_URLS, download_speech_commands
 
@@ -127,29 +128,56 @@ def read_corpus_dir(root: Path, name: str | None = None, source: str | None = No
                   words=tuple(files_by_word), clips=clips, warnings=warnings)
 
 
-def read_fsdd(root: Path) -> Corpus:
+def parse_fsdd(dataset: str) -> tuple[Path, str, str]:
+    """`fsdd:/path[:labelled=<speaker>,test=<speaker>]` -> (path, labelled speaker, test speaker)."""
+    text = dataset[len(FSDD_PREFIX):]
+    root, _, choice = text.rpartition(":")
+    if "=" not in choice:
+        return Path(text), FSDD_DEFAULT_LABELLED, FSDD_DEFAULT_TEST
+    fix = (f"Fix: write {FSDD_PREFIX}{root}:labelled=<speaker>,test=<speaker>, two different speakers among "
+           f"{', '.join(FSDD_SPEAKERS)}")
+    speakers = {"labelled": FSDD_DEFAULT_LABELLED, "test": FSDD_DEFAULT_TEST}
+    for item in choice.split(","):
+        key, _, value = item.partition("=")
+        if key.strip() not in speakers or value.strip() not in FSDD_SPEAKERS:
+            raise CorpusError(f"dataset {dataset!r}: {item!r} is not labelled=<speaker> or test=<speaker>. {fix}")
+        speakers[key.strip()] = value.strip()
+    if speakers["labelled"] == speakers["test"]:
+        raise CorpusError(f"dataset {dataset!r}: the labelled and the test speaker are both {speakers['test']}. {fix}")
+    return Path(root), speakers["labelled"], speakers["test"]
+
+
+def fsdd_split_of_speaker(labelled: str = FSDD_DEFAULT_LABELLED, test: str = FSDD_DEFAULT_TEST) -> dict[str, str]:
+    """Each FSDD speaker's split: `labelled` is the labelled pool, `test` the test set, the other four unlabelled."""
+    return {speaker: TRAIN if speaker == labelled else TEST if speaker == test else UNLABELLED
+            for speaker in FSDD_SPEAKERS}
+
+
+def read_fsdd(root: Path, labelled: str = FSDD_DEFAULT_LABELLED, test: str = FSDD_DEFAULT_TEST) -> Corpus:
     """The Free Spoken Digit Dataset (`<root>/recordings/<digit>_<speaker>_<n>.wav`), split by speaker so that
-    no speaker is in two splits: george, jackson, lucas and nicolas are unlabelled (2,000 clips), theo is the
-    labelled pool (500 clips, 50 per digit) and yweweler the test set (500 clips). Words are the digit names.
+    no speaker is in two splits: `labelled` (theo by default) is the labelled pool (500 clips, 50 per digit),
+    `test` (yweweler) the test set, the other four speakers unlabelled (2,000 clips). Words are the digit names.
     Other speakers' clips are left out (with a warning)."""
     root = Path(root).expanduser().resolve()
     recordings = root / "recordings"
     if not recordings.is_dir():
         raise CorpusError(f"{recordings} does not exist. Fix: pass -P dataset=fsdd:/path/to/fsdd, the folder "
                           f"holding recordings/<digit>_<speaker>_<n>.wav")
+    split_of_speaker = fsdd_split_of_speaker(labelled, test)
     clips, others = [], set()
     for file in sorted(recordings.glob("*.wav")):
         digit, speaker, _ = file.stem.split("_", 2)
-        if speaker not in FSDD_SPLIT_OF_SPEAKER or not digit.isdigit() or int(digit) > 9:
+        if speaker not in split_of_speaker or not digit.isdigit() or int(digit) > 9:
             others.add(speaker)
             continue
-        clips.append(Clip(root, f"recordings/{file.name}", DIGIT_WORDS[int(digit)], FSDD_SPLIT_OF_SPEAKER[speaker]))
+        clips.append(Clip(root, f"recordings/{file.name}", DIGIT_WORDS[int(digit)], split_of_speaker[speaker]))
     warnings = [f"{root}: clips of unknown speakers or digits left out: {', '.join(sorted(others))}"] if others else []
     if not clips:
         raise CorpusError(f"{recordings} has no <digit>_<speaker>_<n>.wav clip of the known speakers "
-                          f"({', '.join(FSDD_SPLIT_OF_SPEAKER)})")
-    return Corpus(name="fsdd-by-speaker", root=root, source=str(root), words=DIGIT_WORDS, clips=clips,
-                  warnings=warnings)
+                          f"({', '.join(FSDD_SPEAKERS)})")
+    default = (labelled, test) == (FSDD_DEFAULT_LABELLED, FSDD_DEFAULT_TEST)
+    name = "fsdd-by-speaker" if default else f"fsdd-labelled-{labelled}-test-{test}"
+    return Corpus(name=name, root=root, source=str(root), words=DIGIT_WORDS, clips=clips, warnings=warnings)
 
 
 def _read_split_lists(root: Path, all_paths: set[str], warnings: list[str],

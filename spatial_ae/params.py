@@ -83,7 +83,8 @@ LBL_TRAI_SIZE = _int(
 FEATURIZE = (
     Param("dataset", str, "synthetic",
           "'synthetic' (embedded eSpeak NG corpus), 'speech_commands_v0.01', 'speech_commands_v0.02' "
-          "(downloaded once) or a directory in Speech Commands layout"),
+          "(downloaded once), a directory in Speech Commands layout, or 'fsdd:/path/to/fsdd' (Free Spoken Digit "
+          "Dataset, speakers held out; ':labelled=<speaker>,test=<speaker>' appended picks them)"),
     _int("unlabeled_set_size", 12000, "clips drawn from the unlabelled split (in neither list)", low=1),
     LBL_TRAI_SIZE,
     _int("lbl_test_size", 6000, "clips drawn from the testing list", low=1),

@@ -260,3 +260,31 @@ def test_zero_simulations_raise_a_user_error_and_still_write_failures(store, tmp
     assert (tmp_path / "workflow" / "failures.txt").read_text().splitlines() == messages
     assert not (tmp_path / "workflow" / "results.csv").exists()
     assert client.get_run(parent_id).data.metrics["simulations_failed"] == 2
+
+
+def test_sweep_report_pairs_within_each_file_when_pooling(tmp_path):
+    """benchmarks/sweep_report.py pools sweeps (e.g. FSDD speaker pairs): simulation 1 of one file is not
+    simulation 1 of another, so 2 files x 2 simulations are 4 paired differences, and the files' means 2 more."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sweep_report.py"
+    spec = importlib.util.spec_from_file_location("sweep_report", script)
+    sweep_report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep_report)
+    paths = []
+    for name, plain, gain in (("a", (0.30, 0.40), 0.05), ("b", (0.50, 0.60), 0.10)):
+        rows = [dict(recipe="dtw", weight=weight, labelled_per_word=2, simulation=simulation, model="embedding_dnn",
+                     accuracy=accuracy + gain * weight)
+                for weight in (0.0, 1.0) for simulation, accuracy in enumerate(plain, start=1)]
+        paths.append(str(tmp_path / f"{name}.csv"))
+        pd.DataFrame(rows).to_csv(paths[-1], index=False)
+    lines = sweep_report.report(paths).splitlines()
+    assert "| spatial AE (dtw) | 2 | 4 | 0.525 [" in "\n".join(lines)
+    [difference] = [line for line in lines if line.startswith("| spatial AE (dtw) - plain AE (standardised) |")]
+    pooled, over_files = [cell.strip() for cell in difference.strip("|").split("|")[2:]]
+    low, high = (float(bound) for bound in pooled.split("[")[1].rstrip("]").split(","))
+    assert pooled.startswith("0.075 [") and low < 0.04 and high > 0.11  # t interval of 0.05, 0.05, 0.10, 0.10
+    expected = stats.t.ppf(0.975, 1) * np.std([0.05, 0.10], ddof=1) / np.sqrt(2)
+    assert over_files == f"0.075 [{0.075 - expected:.3f}, {0.075 + expected:.3f}]"
+    assert "over files' means" in lines[lines.index(difference) - 2]
