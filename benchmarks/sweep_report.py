@@ -3,11 +3,12 @@
 python benchmarks/sweep_report.py results/sweep/sweep.csv [more/sweep.csv ...]
 Differences are paired by (labelled_per_word, simulation): the same seed, labelled sample and test clips.
 Several files (sweeps of other corpora or speaker splits, e.g. FSDD's `labelled=`/`test=` pairs) are pooled:
-each (file, simulation) is one paired observation.
+each (file, simulation) is one paired observation, and a last table gives each file's mean differences.
 """
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -57,12 +58,25 @@ def report(paths: list[str]) -> str:
     pooled = len(paths) > 1  # then also the CI over the files' means: the spread between corpora or speaker pairs
     header = "| paired difference | labelled per word | mean [95% CI] |" + (" over files' means |" if pooled else "")
     lines += ["", header, "|---|---|---|" + ("---|" if pooled else "")]
+    per_file = {}
     for better, worse in comparisons(wide.columns):
         if worse in wide:
             for per_word, group in (wide[better] - wide[worse]).dropna().groupby(level=0):
-                by_file = f" {interval(group.groupby(level=1).mean())} |" if pooled else ""
+                file_means = group.groupby(level=1).mean()
+                per_file[f"{better} - {worse}, {per_word} per word"] = file_means
+                by_file = f" {interval(file_means)} |" if pooled else ""
                 lines.append(f"| {better} - {worse} | {per_word} | {interval(group)} |{by_file}")
+    if pooled:
+        columns = pd.DataFrame(per_file)
+        lines += ["", "| file | " + " | ".join(columns.columns) + " |", "|---|" + "---|" * len(columns.columns)]
+        lines += [f"| {label(path)} | " + " | ".join(f"{value:+.3f}" for value in row) + " |"
+                  for path, row in columns.iterrows()]
     return "\n".join(lines)
+
+
+def label(path: str) -> str:
+    """A file's name in the tables: its folder's for `.../<folder>/sweep.csv`, else its stem."""
+    return Path(path).parent.name if Path(path).name == "sweep.csv" else Path(path).stem
 
 
 if __name__ == "__main__":
