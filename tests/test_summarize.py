@@ -288,5 +288,5 @@ def test_sweep_report_pairs_within_each_file_when_pooling(tmp_path):
     expected = stats.t.ppf(0.975, 1) * np.std([0.05, 0.10], ddof=1) / np.sqrt(2)
     assert over_files == f"0.075 [{0.075 - expected:.3f}, {0.075 + expected:.3f}]"
     assert "over files' means" in lines[lines.index(difference) - 2]
-    assert lines[-3].startswith("| file | spatial AE (dtw) - plain AE (standardised), 2 per word |")
+    assert lines[-4] == "| file | spatial AE (dtw) - plain AE (standardised), 2 per word |"
     assert lines[-2:] == ["| a | +0.050 |", "| b | +0.100 |"]
