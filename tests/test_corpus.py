@@ -85,3 +85,32 @@ def test_synthetic_corpus_through_open_corpus(small_synthetic_corpus):
     assert corpus.words == WORDS_V001
     assert all(len(corpus.split(split)) > 0 for split in (UNLABELLED, TRAIN, TEST))
     assert corpus.fingerprint() == open_corpus("synthetic", synthetic_clips_per_word=12).fingerprint()
+
+
+def speakers_by_split(corpus) -> dict[str, set[str]]:
+    return {split: {Path(clip.path).stem.split("_")[1] for clip in corpus.split(split)}
+            for split in (UNLABELLED, TRAIN, TEST)}
+
+
+def test_fsdd_holds_speakers_out_and_the_pair_can_be_chosen(fsdd):
+    default = open_corpus(f"fsdd:{fsdd}")
+    assert speakers_by_split(default) == {UNLABELLED: {"george", "jackson", "lucas", "nicolas"},
+                                          TRAIN: {"theo"}, TEST: {"yweweler"}}
+    chosen = open_corpus(f"fsdd:{fsdd}:labelled=jackson,test=theo")
+    assert speakers_by_split(chosen) == {UNLABELLED: {"george", "lucas", "nicolas", "yweweler"},
+                                         TRAIN: {"jackson"}, TEST: {"theo"}}
+    assert [len(chosen.split(s)) for s in (UNLABELLED, TRAIN, TEST)] == [2000, 500, 500]
+    assert chosen.words == default.words and len(chosen.words) == 10
+    assert chosen.fingerprint() != default.fingerprint()  # another feature set, never a reused one
+    assert chosen.name == "fsdd-labelled-jackson-test-theo"
+
+
+@pytest.mark.parametrize("choice, named", [("labelled=theo,test=theo", "both theo"),
+                                            ("labelled=bob", "'labelled=bob'"),
+                                            ("speaker=theo", "'speaker=theo'")])
+def test_bad_fsdd_speaker_choice_names_it_and_the_fix(tmp_path, choice, named):
+    with pytest.raises(CorpusError) as error:
+        open_corpus(f"fsdd:{tmp_path}:{choice}")
+    assert named in str(error.value)
+    assert f"Fix: write fsdd:{tmp_path}:labelled=<speaker>,test=<speaker>" in str(error.value)
+    assert "george, jackson, lucas, nicolas, theo, yweweler" in str(error.value)
