@@ -1,13 +1,13 @@
 """Markdown tables of a sweep's `sweep.csv`: accuracy per configuration, and paired differences.
 
-python benchmarks/sweep_report.py results/sweep/sweep.csv [more/sweep.csv ...]
+python benchmarks/sweep_report.py results/sweep/sweep.csv [more/sweep.csv ...] [--figure label_efficiency.png]
 Differences are paired by (labelled_per_word, simulation): the same seed, labelled sample and test clips.
 Several files (sweeps of other corpora or speaker splits, e.g. FSDD's `labelled=`/`test=` pairs) are pooled:
 each (file, simulation) is one paired observation, and a last table gives each file's mean differences.
 """
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import pandas as pd
@@ -79,7 +79,20 @@ def label(path: str) -> str:
     return Path(path).parent.name if Path(path).name == "sweep.csv" else Path(path).stem
 
 
+def pooled_figure(paths: list[str], figure_path: str) -> None:
+    """The sweep's label-efficiency figure over all files, each (file, simulation) one simulation."""
+    from spatial_ae.sweep import label_efficiency_figure
+
+    tables = [pd.read_csv(path).assign(simulation=lambda t, name=label(path): name + "/" + t["simulation"].astype(str))
+              for path in paths]
+    label_efficiency_figure(pd.concat(tables, ignore_index=True)).savefig(figure_path, dpi=120)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        raise SystemExit(__doc__)
-    print(report(sys.argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("paths", nargs="+", help="sweep.csv files")
+    parser.add_argument("--figure", help="also write the label-efficiency figure of all files pooled here")
+    args = parser.parse_args()
+    print(report(args.paths))
+    if args.figure:
+        pooled_figure(args.paths, args.figure)

@@ -290,3 +290,5 @@ def test_sweep_report_pairs_within_each_file_when_pooling(tmp_path):
     assert "over files' means" in lines[lines.index(difference) - 2]
     assert lines[-4] == "| file | spatial AE (dtw) - plain AE (standardised), 2 per word |"
     assert lines[-2:] == ["| a | +0.050 |", "| b | +0.100 |"]
+    sweep_report.pooled_figure(paths, str(tmp_path / "pooled.png"))
+    assert matplotlib.image.imread(tmp_path / "pooled.png").shape[2] in (3, 4)
