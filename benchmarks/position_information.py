@@ -24,9 +24,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from spatial_ae.corpus import FSDD_SPEAKERS, UNLABELLED, fsdd_split_of_speaker
-from spatial_ae.features import cosine_positions, featurize_files
-from spatial_ae.recipes import (anchors, dtw_distances, exemplar_clips, mfcc_frames, mfcc_statistics,
-                                position_features)
+from spatial_ae.features import featurize_files
+from spatial_ae.recipes import positions, standardized_mfcc
 
 TARGETS = (  # (name, position_features, num_anchors)
     ("power mel, mean anchor (paper)", "power_mel", 1),
@@ -36,23 +35,14 @@ TARGETS = (  # (name, position_features, num_anchors)
 )
 
 
-def positions(mfcc, mel, unlabelled, kind: str, k: int, seed: int) -> np.ndarray:
-    """(n, k) positions of every clip, with anchors (exemplars) chosen among the unlabelled clips.
-    DTW frames are standardised with all clips' statistics (the pretrain step uses the unlabelled clips')."""
-    if kind == "mfcc_dtw":
-        frames = mfcc_frames(mfcc)
-        return dtw_distances(frames, frames[unlabelled[exemplar_clips(frames[unlabelled], k, seed)]])
-    vectors = position_features(mel, kind)
-    return cosine_positions(vectors, anchors(vectors[unlabelled], k, seed)).reshape(len(vectors), -1)
-
-
 def features(table, unlabelled, kind: str | None, k: int, seed: int) -> np.ndarray:
     """What the classifier is given: the flattened MFCC standardised per coefficient with the unlabelled clips'
-    statistics, as the encoder's input (kind None), or the positions of every clip."""
+    statistics, as the encoder's input (kind None), or the positions of every clip, with anchors (exemplars)
+    chosen among the unlabelled clips (DTW frames standardised with all clips' statistics, the pretrain step's
+    with the unlabelled clips')."""
     if kind is None:
-        mean, variance = mfcc_statistics(table.mfcc[unlabelled])
-        return (table.mfcc - mean) / np.sqrt(np.maximum(variance, 1e-12))
-    return positions(table.mfcc, table.mel, unlabelled, kind, k, seed)
+        return standardized_mfcc(table.mfcc, unlabelled)
+    return positions(table.mel, table.mfcc, kind, k, seed, reference=unlabelled)
 
 
 def accuracy(x, digits, train, test) -> float:

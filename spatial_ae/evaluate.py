@@ -22,7 +22,7 @@ from .featurize import FeatureSet, load_feature_set
 from .metrics import ClassificationReport, classification_report
 from .models import build_dnn_probe, build_mfcc_cnn
 from .plots import confusion_figure
-from .recipes import mfcc_statistics
+from .recipes import standardized_mfcc
 from .training import fit, seed_everything
 
 log = logging.getLogger(__name__)
@@ -123,12 +123,6 @@ def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri
     registry.record_accuracy(encoder_uri, reports[EMBEDDING_DNN].accuracy)
     log.info("evaluate: %s", ", ".join(f"{model} accuracy {report.accuracy:.3f}" for model, report in reports.items()))
     return summary
-
-
-def standardized_mfcc(mfcc: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Flattened MFCC standardised per coefficient with the statistics of `rows` (the training sample)."""
-    mean, variance = mfcc_statistics(mfcc[rows])
-    return ((mfcc - mean) / np.sqrt(np.maximum(variance, 1e-12))).astype(np.float32)
 
 
 def train_and_test(model: keras.Model, optimizer, inputs: np.ndarray, labels: np.ndarray, train, stop, test,

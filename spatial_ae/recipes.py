@@ -62,6 +62,12 @@ def mfcc_statistics(mfcc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (np.repeat(mean, MFCC_SHAPE[1]).astype(np.float32), np.repeat(variance, MFCC_SHAPE[1]).astype(np.float32))
 
 
+def standardized_mfcc(mfcc: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Flattened MFCC standardised per coefficient with the statistics of `rows` (all clips when None)."""
+    mean, variance = mfcc_statistics(mfcc if rows is None else mfcc[rows])
+    return ((np.asarray(mfcc, dtype=np.float32) - mean) / np.sqrt(np.maximum(variance, 1e-12))).astype(np.float32)
+
+
 def position_features(mel: np.ndarray, kind: str) -> np.ndarray:
     """The vectors cosine positions are measured on: the power mel itself, or its log (dB, floored at -100 dB)."""
     if kind == "power_mel":
@@ -83,9 +89,7 @@ def anchors(vectors: np.ndarray, num_anchors: int, seed: int) -> np.ndarray:
 def mfcc_frames(mfcc: np.ndarray) -> np.ndarray:
     """Flattened 20 x 32 MFCC -> (n, 32 frames, 19) sequences of c1..c19, each coefficient standardised over
     the given clips and frames. c0 (the frame's energy) is left out: it measures loudness, not the word."""
-    mean, variance = mfcc_statistics(mfcc)
-    standardized = (np.asarray(mfcc, dtype=np.float32) - mean) / np.sqrt(np.maximum(variance, 1e-12))
-    return standardized.reshape(len(mfcc), *MFCC_SHAPE).transpose(0, 2, 1)[:, :, 1:].copy()
+    return standardized_mfcc(mfcc).reshape(len(mfcc), *MFCC_SHAPE).transpose(0, 2, 1)[:, :, 1:].copy()
 
 
 def dtw_distances(sequences: np.ndarray, exemplars: np.ndarray, block: int = 256) -> np.ndarray:
@@ -125,17 +129,25 @@ def exemplar_clips(frames: np.ndarray, num_exemplars: int, seed: int) -> np.ndar
     return np.asarray(chosen)
 
 
+def positions(mel: np.ndarray, mfcc: np.ndarray, kind: str, num_anchors: int, seed: int,
+              reference: np.ndarray | None = None) -> np.ndarray:
+    """(n, k) positions of the given clips: cosine distances of the (log) mel to k anchors, or (`mfcc_dtw`) DTW
+    distances of the MFCC frame sequences to k exemplar clips; anchors and exemplars are fitted on the clips
+    `reference` indexes (all when None). DTW frames are standardised over all the given clips."""
+    reference = slice(None) if reference is None else reference
+    if kind == "mfcc_dtw":
+        frames = mfcc_frames(mfcc)
+        chosen = np.arange(len(frames))[reference][exemplar_clips(frames[reference], num_anchors, seed)]
+        return dtw_distances(frames, frames[chosen])
+    vectors = position_features(mel, kind)
+    return cosine_positions(vectors, anchors(vectors[reference], num_anchors, seed)).reshape(len(vectors), -1)
+
+
 def position_targets(unlabelled_mel: np.ndarray, unlabelled_mfcc: np.ndarray, position_features_kind: str,
                      num_anchors: int, standardize: bool, seed: int) -> np.ndarray:
-    """(u, k) float32 position targets of the unlabelled clips: cosine distances of the (log) mel to k anchors,
-    or (`mfcc_dtw`) DTW distances of the MFCC frame sequences to k exemplar clips; z-scored per column when
-    `standardize`."""
-    if position_features_kind == "mfcc_dtw":
-        frames = mfcc_frames(unlabelled_mfcc)
-        targets = dtw_distances(frames, frames[exemplar_clips(frames, num_anchors, seed)])
-    else:
-        vectors = position_features(unlabelled_mel, position_features_kind)
-        targets = cosine_positions(vectors, anchors(vectors, num_anchors, seed)).reshape(len(vectors), -1)
+    """(u, k) float32 position targets of the unlabelled clips (`positions`, anchors fitted on them),
+    z-scored per column when `standardize`."""
+    targets = positions(unlabelled_mel, unlabelled_mfcc, position_features_kind, num_anchors, seed)
     if standardize:
         targets = (targets - targets.mean(axis=0)) / np.maximum(targets.std(axis=0), 1e-12)
     return targets.astype(np.float32)
