@@ -36,7 +36,7 @@ def scores(folder: str, pairs: list[str], which: str) -> pd.Series:
 def main() -> None:
     patched, baseline, *pairs = sys.argv[1:]
     pairs = pairs or sorted(path.parent.name for path in Path(patched).glob("*/sweep.csv"))
-    both = pd.concat([scores(patched, pairs, "patched"), scores(baseline, pairs, "baseline")])
+    both = pd.concat([scores(patched, pairs, "patched"), scores(baseline, pairs, "baseline")]).sort_index()
     print(f"pairs: {', '.join(pairs)}\n\n| difference | labelled per word | simulations | mean [95% CI] over pairs |"
           "\n|---|---|---|---|")
     for name, plus, minus in COMPARISONS:
