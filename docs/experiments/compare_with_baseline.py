@@ -9,6 +9,7 @@ noise floor of a comparison across sweeps.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -34,9 +35,18 @@ def scores(folder: str, pairs: list[str], which: str) -> pd.Series:
 
 
 def main() -> None:
-    patched, baseline, *pairs = sys.argv[1:]
-    pairs = pairs or sorted(path.parent.name for path in Path(patched).glob("*/sweep.csv"))
-    both = pd.concat([scores(patched, pairs, "patched"), scores(baseline, pairs, "baseline")]).sort_index()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("patched", help="folder of the patched sweep's <labelled>_<test>/sweep.csv")
+    parser.add_argument("baseline", help="folder of the unpatched sweep's <labelled>_<test>/sweep.csv")
+    parser.add_argument("pairs", nargs="*", help="<labelled>_<test> folders to compare (default: all the patched)")
+    args = parser.parse_args()
+    pairs = args.pairs or sorted(path.parent.name for path in Path(args.patched).glob("*/sweep.csv"))
+    missing = [str(Path(folder) / pair / "sweep.csv") for folder in (args.patched, args.baseline) for pair in pairs
+               if not (Path(folder) / pair / "sweep.csv").is_file()]
+    if not pairs or missing:
+        parser.error(f"no sweep.csv: {', '.join(missing) or args.patched + '/*/sweep.csv'}. "
+                     "Fix: pass the results folders of the all-pairs sweeps (docs/RESULTS.md, Exact commands)")
+    both = pd.concat([scores(args.patched, pairs, "patched"), scores(args.baseline, pairs, "baseline")]).sort_index()
     print(f"pairs: {', '.join(pairs)}\n\n| difference | labelled per word | simulations | mean [95% CI] over pairs |"
           "\n|---|---|---|---|")
     for name, plus, minus in COMPARISONS:
