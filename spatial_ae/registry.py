@@ -59,7 +59,7 @@ def log_encoder(encoder: keras.Model, example_mfcc: np.ndarray) -> tuple[str, st
 def register(model_uri: str, tags: dict[str, str], name: str = ENCODER_NAME) -> str:
     """Register `model_uri` as a new version of `name`, alias it `newest`; returns its `models:/name/N` URI."""
     version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
-    MlflowClient().set_registered_model_alias(name, NEWEST, version.version)
+    converge_alias(name, NEWEST, lambda versions: str(max(int(v.version) for v in versions)))
     log.info("registered %s version %s", name, version.version)
     return f"models:/{name}/{version.version}"
 
@@ -90,23 +90,32 @@ def record_accuracy(model_uri: str, accuracy: float) -> None:
 
 
 def update_champion(name: str = ENCODER_NAME) -> str | None:
-    """Point `champion` at the version with the best downstream accuracy (ties: the older version).
-
-    Re-reads after setting, so concurrent workflows converge on the best version.
-    """
-    client = MlflowClient()
-    best = None
-    for _ in range(5):
+    """Point `champion` at the version with the best downstream accuracy (ties: the older version)."""
+    def best(versions) -> str | None:
         scored = [(float(v.tags[ACCURACY_TAG]), -int(v.version), str(v.version))
-                  for v in client.search_model_versions(f"name='{name}'") if ACCURACY_TAG in v.tags]
-        if not scored:
+                  for v in versions if ACCURACY_TAG in v.tags]
+        return max(scored)[2] if scored else None
+
+    return converge_alias(name, CHAMPION, best)
+
+
+def converge_alias(name: str, alias: str, choose, attempts: int = 10) -> str | None:
+    """Point `alias` at `choose(versions)` (None: leave it), re-reading after each write until the registry
+    agrees: several workers may register and move aliases at once (a later write of an older choice, or two
+    inserts of the same alias, which SQLite refuses), and all of them must end on the right version."""
+    client = MlflowClient()
+    wanted = None
+    for _ in range(attempts):
+        wanted = choose(client.search_model_versions(f"name='{name}'"))
+        if wanted is None:
             return None
-        best = max(scored)[2]
         try:
-            current = str(client.get_model_version_by_alias(name, CHAMPION).version)
+            if str(client.get_model_version_by_alias(name, alias).version) == wanted:
+                return wanted
         except mlflow.exceptions.MlflowException:
-            current = None
-        if current == best:
-            return best
-        client.set_registered_model_alias(name, CHAMPION, best)
-    return best
+            pass  # no such alias yet
+        try:
+            client.set_registered_model_alias(name, alias, wanted)
+        except mlflow.exceptions.MlflowException as error:  # another worker set it at the same moment
+            log.debug("alias %s of %s: concurrent update (%s), re-reading", alias, name, error)
+    return wanted
