@@ -1,4 +1,5 @@
-"""Command line of the entry points: `python entrypoints/<step>.py --name value ...`."""
+"""Command line of the steps: `python -m spatial_ae <step> --name value ...` (what MLproject runs) or
+`python entrypoints/<step>.py --name value ...`."""
 from __future__ import annotations
 
 import argparse
@@ -59,3 +60,12 @@ def main(step: str, argv: list[str] | None = None) -> int:
               f"kept; run the same command again to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def main_with_step(argv: list[str]) -> int:
+    """`python -m spatial_ae <step> --name value ...`: the step first, then its parameters."""
+    if not argv or argv[0] not in STEPS:
+        given = f"unknown step {argv[0]!r}; " if argv and not argv[0].startswith("-") else ""
+        print(f"error: {given}usage: python -m spatial_ae {{{','.join(STEPS)}}} [--name value ...]", file=sys.stderr)
+        return 2
+    return main(argv[0], argv[1:])

@@ -194,5 +194,5 @@ def mlproject_text() -> str:
             default = ", default: \"\"" if spec.optional else default
             lines.append(f"      {spec.name}: {{type: {kind}{default}}}")
         arguments = " ".join(f"--{spec.name} {{{spec.name}}}" for spec in specs)
-        lines.append(f"    command: \"python entrypoints/{step}.py {arguments}\"")
+        lines.append(f"    command: \"python -m spatial_ae {step} {arguments}\"")
     return "\n".join(lines) + "\n"

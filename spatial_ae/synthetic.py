@@ -65,6 +65,7 @@ _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
 # it afterwards; the copy is made once per process.  The lock serialises sessions.
 _lock = threading.RLock()
 _library_copy: pathlib.Path | None = None
+_ESPEAK_PATH_LIMIT = 160  # N_PATH_HOME of eSpeak NG 1.52 on POSIX
 _chunks: list[np.ndarray] = []
 _libc = ctypes.CDLL(None) if os.name == "posix" else None
 if _libc is not None:
@@ -82,7 +83,11 @@ _CALLBACK = _SYNTH_CALLBACK(_collect_samples)
 
 
 def _private_library() -> pathlib.Path:
-    """Path of this process's own copy of the eSpeak NG shared library (call with ``_lock`` held)."""
+    """Path of this process's own copy of the eSpeak NG shared library (call with ``_lock`` held).
+
+    Beside it, ``espeak-ng-data`` links to the package's voices: eSpeak NG keeps its data path in a 160-byte
+    buffer, and the path inside a virtualenv (MLflow's, for one) can be longer.
+    """
     global _library_copy
     if _library_copy is None:
         import espeakng_loader
@@ -90,16 +95,18 @@ def _private_library() -> pathlib.Path:
         source = pathlib.Path(espeakng_loader.get_library_path())
         folder = pathlib.Path(tempfile.mkdtemp(prefix="spatial_ae-espeak-"))
         atexit.register(shutil.rmtree, folder, True)
+        shutil.copyfile(source, folder / source.name)
+        (folder / "espeak-ng-data").symlink_to(espeakng_loader.get_data_path(), target_is_directory=True)
+        if len(str(folder / "espeak-ng-data" / "phontab").encode()) >= _ESPEAK_PATH_LIMIT:
+            raise RuntimeError(f"eSpeak NG cannot read its voices through {folder}: the path is too long for it "
+                               f"({_ESPEAK_PATH_LIMIT} bytes at most); set TMPDIR to a shorter folder")
         _library_copy = folder / source.name
-        shutil.copyfile(source, _library_copy)
     return _library_copy
 
 
 @contextlib.contextmanager
 def _espeak_session():
     """Yield ``say(word, voice, pitch, rate, noise_seed)`` backed by a freshly loaded eSpeak NG."""
-    import espeakng_loader
-
     with _lock:
         lib = ctypes.CDLL(str(_private_library()), mode=ctypes.RTLD_LOCAL)
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
@@ -129,7 +136,7 @@ def _espeak_session():
             _chunks.clear()
             return samples.astype(np.float32) / 32768.0, sample_rate
 
-        data_path = espeakng_loader.get_data_path().encode()
+        data_path = str(_private_library().parent / "espeak-ng-data").encode()
         sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, _INITIALIZE_DONT_EXIT)
         try:
             if sample_rate <= 0:

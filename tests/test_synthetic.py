@@ -1,7 +1,10 @@
 """Tests for spatial_ae.synthetic (tiny corpora generated into tmp_path)."""
 
 import collections
+import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -45,6 +48,25 @@ def test_synthesize_word_does_not_depend_on_earlier_calls():
     synthesize_word("dog", "en+caleb", 70, 210)
     again, _ = synthesize_word("sheila", "en-gb-x-rp+whisper", 40, 150)
     assert np.array_equal(first, again)
+
+
+def test_synthesis_from_a_package_installed_deep_in_the_file_system(tmp_path):
+    # eSpeak NG keeps its data path in a 160-byte buffer; a virtualenv's site-packages can be deeper than that.
+    import espeakng_loader
+
+    deep = tmp_path.joinpath(*["site-packages-of-a-long-virtualenv-path"] * 5)
+    deep.mkdir(parents=True)
+    (deep / "espeakng_loader").symlink_to(pathlib.Path(espeakng_loader.__file__).parent, target_is_directory=True)
+    script = ("import sys, espeakng_loader, numpy as np\n"
+              "from spatial_ae.synthetic import synthesize_word\n"
+              "assert len(espeakng_loader.get_data_path()) > 160, espeakng_loader.get_data_path()\n"
+              "np.save(sys.argv[1], synthesize_word('marvin', 'en-us+f2', pitch=50, rate=170)[0])\n")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(deep), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "marvin.npy")], env=environment,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected, _ = synthesize_word("marvin", "en-us+f2", pitch=50, rate=170)
+    assert np.array_equal(np.load(tmp_path / "marvin.npy"), expected)
 
 
 def test_layout(corpus):
