@@ -26,11 +26,13 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def pinned_requirements() -> list[str]:
-    """The packages the registered models need, at the versions they were made with."""
-    names = {"tensorflow-cpu": "tensorflow-cpu", "keras": "keras", "numpy": "numpy", "scipy": "scipy",
-             "soundfile": "soundfile", "pandas": "pandas", "mlflow": "mlflow"}
+    """The packages the registered models need, at the versions they were made with.
+
+    A model served in an environment of its own gets these and nothing else: every package the code of
+    `encoder_model` imports must be here (a test checks it).
+    """
     pins = []
-    for name in names:
+    for name in ("tensorflow-cpu", "keras", "numpy", "scipy", "soundfile", "pandas", "tqdm", "mlflow"):
         try:
             pins.append(f"{name}=={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:

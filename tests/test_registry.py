@@ -1,11 +1,53 @@
-"""Aliases stay right when several workers register versions and move aliases at once."""
+"""The registered models' requirements; aliases stay right when several workers register at once."""
+import ast
+import importlib.metadata
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from spatial_ae.registry import ACCURACY_TAG, CHAMPION, NEWEST, converge_alias, update_champion
+from spatial_ae.registry import ACCURACY_TAG, CHAMPION, NEWEST, converge_alias, pinned_requirements, update_champion
 
 NAME = "alias-test-encoder"
+
+
+def imported_top_level_names(source_file: str) -> set[str]:
+    """Top-level names of the absolute imports anywhere in a file, function bodies included, but not the optional
+    ones (inside a `try` that catches ImportError)."""
+    tree = ast.parse(Path(source_file).read_text())
+    optional = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.Try)
+                and any(isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+                        for h in node.handlers)
+                for statement in node.body for inner in ast.walk(statement)}
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in optional:
+            continue
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"__future__", "spatial_ae"}
+
+
+def test_the_pinned_requirements_hold_every_package_the_registered_models_import():
+    """`mlflow models serve` without `--env-manager local` installs these pins and nothing else."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, spatial_ae.encoder_model\n"
+                               "print('\\n'.join(m.__file__ for n, m in sys.modules.items() "
+                               "if n.startswith('spatial_ae') and getattr(m, '__file__', None)))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    assert any(path.endswith("encoder_model.py") for path in loaded) and any(p.endswith("features.py") for p in loaded)
+    pinned = {pin.split("==")[0].lower() for pin in pinned_requirements()}
+    distributions = importlib.metadata.packages_distributions()
+    for module_file in loaded:
+        for name in imported_top_level_names(module_file):
+            providers = {d.lower() for d in distributions.get(name, [name])}
+            if name == "tensorflow":
+                providers |= {"tensorflow", "tensorflow-cpu"}
+            assert providers & pinned, f"{module_file} imports {name} ({providers}), not in {sorted(pinned)}"
 
 
 def newest_version(versions) -> str:
