@@ -61,7 +61,7 @@ def log_encoder(encoder: keras.Model, example_mfcc: np.ndarray) -> tuple[str, st
 def register(model_uri: str, tags: dict[str, str], name: str = ENCODER_NAME) -> str:
     """Register `model_uri` as a new version of `name`, alias it `newest`; returns its `models:/name/N` URI."""
     version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
-    converge_alias(name, NEWEST, lambda versions: str(max(int(v.version) for v in versions)))
+    converge_alias(name, NEWEST, newest_version)
     log.info("registered %s version %s", name, version.version)
     return f"models:/{name}/{version.version}"
 
@@ -89,6 +89,11 @@ def record_accuracy(model_uri: str, accuracy: float) -> None:
     name, version = found
     MlflowClient().set_model_version_tag(name, version, ACCURACY_TAG, f"{accuracy:.6f}")
     update_champion(name)
+
+
+def newest_version(versions) -> str:
+    """The highest version number among `versions`: what the alias `newest` names."""
+    return str(max(int(v.version) for v in versions))
 
 
 def update_champion(name: str = ENCODER_NAME) -> str | None:

@@ -1,6 +1,7 @@
 """The registered models' requirements; aliases stay right when several workers register at once."""
 import ast
 import importlib.metadata
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -8,7 +9,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from spatial_ae.registry import ACCURACY_TAG, CHAMPION, NEWEST, converge_alias, pinned_requirements, update_champion
+from spatial_ae.registry import (ACCURACY_TAG, CHAMPION, NEWEST, converge_alias, newest_version, pinned_requirements,
+                                 update_champion)
 
 NAME = "alias-test-encoder"
 
@@ -32,6 +34,11 @@ def imported_top_level_names(source_file: str) -> set[str]:
     return names - set(sys.stdlib_module_names) - {"__future__", "spatial_ae"}
 
 
+def normalized(distribution: str) -> str:
+    """A distribution's name as pip compares it (PEP 503): tensorflow_cpu is tensorflow-cpu."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
 def test_the_pinned_requirements_hold_every_package_the_registered_models_import():
     """`mlflow models serve` without `--env-manager local` installs these pins and nothing else."""
     loaded = subprocess.run(
@@ -40,18 +47,12 @@ def test_the_pinned_requirements_hold_every_package_the_registered_models_import
                                "if n.startswith('spatial_ae') and getattr(m, '__file__', None)))"],
         capture_output=True, text=True, check=True).stdout.split()
     assert any(path.endswith("encoder_model.py") for path in loaded) and any(p.endswith("features.py") for p in loaded)
-    pinned = {pin.split("==")[0].lower() for pin in pinned_requirements()}
+    pinned = {normalized(pin.split("==")[0]) for pin in pinned_requirements()}
     distributions = importlib.metadata.packages_distributions()
     for module_file in loaded:
         for name in imported_top_level_names(module_file):
-            providers = {d.lower() for d in distributions.get(name, [name])}
-            if name == "tensorflow":
-                providers |= {"tensorflow", "tensorflow-cpu"}
+            providers = {normalized(d) for d in distributions.get(name, [name])}
             assert providers & pinned, f"{module_file} imports {name} ({providers}), not in {sorted(pinned)}"
-
-
-def newest_version(versions) -> str:
-    return str(max(int(v.version) for v in versions))
 
 
 def test_a_stale_alias_write_is_corrected(sqlite_tracking):
