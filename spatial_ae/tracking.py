@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import tempfile
 import urllib.error
 import urllib.request
@@ -15,6 +14,7 @@ import mlflow
 from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 
+from . import interruptions
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -58,28 +58,6 @@ def current_experiment_id() -> str:
     return mlflow.tracking.fluent._get_experiment_id()
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, turned into an exception so that open runs are closed as killed."""
-
-
-_SIGNALS_RECEIVED: list[int] = []  # SIGINT / SIGTERM seen while a step ran: TensorFlow may turn the exception
-# raised in the handler into a TypeError, so step_run also checks this list to stop (KILLED), not go on.
-
-
-def _raise_terminated(signum, frame):
-    _SIGNALS_RECEIVED.append(signum)
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt(f"received signal {signum}")
-    raise Terminated(f"received signal {signum}")
-
-
-def stop_if_interrupted() -> None:
-    """Raise now if SIGINT/SIGTERM came during this step but its exception was swallowed (by an import lock's
-    callback, or TensorFlow): long loops call this so that Ctrl-C stops them at once, not at the step's end."""
-    if _SIGNALS_RECEIVED:
-        raise Terminated(f"received signal {_SIGNALS_RECEIVED[-1]}")
-
-
 @contextlib.contextmanager
 def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key: str | None = None,
              tags: dict[str, str] | None = None, parent_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
@@ -89,32 +67,25 @@ def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key
     Reuses the run MLflow Projects started for this process (MLFLOW_RUN_ID) when no run is active.
     """
     nested = mlflow.active_run() is not None
-    previous_handlers = {}
-    if not nested and _in_main_thread():
-        _SIGNALS_RECEIVED.clear()
-        previous_handlers = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGINT)}
-    run = mlflow.start_run(run_name=run_name, nested=nested, parent_run_id=parent_run_id)
-    try:
-        mlflow.set_tags({STEP_TAG: step, **({KEY_TAG: key} if key else {}), **(tags or {})})
-        log_params(run, params)
-        yield run
-    except KeyboardInterrupt:
-        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-        raise
-    except BaseException as error:
-        if _SIGNALS_RECEIVED:  # the interruption came back as another exception (e.g. from TensorFlow)
+    with contextlib.nullcontext() if nested else interruptions.raised_as_exceptions():
+        run = mlflow.start_run(run_name=run_name, nested=nested, parent_run_id=parent_run_id)
+        try:
+            mlflow.set_tags({STEP_TAG: step, **({KEY_TAG: key} if key else {}), **(tags or {})})
+            log_params(run, params)
+            yield run
+        except KeyboardInterrupt:
             mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-            raise Terminated(f"received signal {_SIGNALS_RECEIVED[-1]} ({type(error).__name__}: {error})") from error
-        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
-        raise
-    else:
-        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
-        stop_if_interrupted()  # the work finished but the interruption was swallowed: stop the caller now
-    finally:
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
-        if previous_handlers:  # this step's signals are handled: none may stop later work in this process
-            _SIGNALS_RECEIVED.clear()
+            raise
+        except BaseException as error:
+            signum = interruptions.received()
+            if signum:  # the interruption came back as another exception (e.g. from TensorFlow)
+                mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+                raise interruptions.Terminated(f"received signal {signum} ({type(error).__name__}: {error})") from error
+            mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+            raise
+        else:
+            mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+            interruptions.stop_if_interrupted()  # the work finished but the interruption was not raised: stop now
 
 
 def log_params(run: mlflow.ActiveRun, params: dict[str, Any]) -> None:
@@ -124,12 +95,6 @@ def log_params(run: mlflow.ActiveRun, params: dict[str, Any]) -> None:
     values = {name: _param_value(value) for name, value in params.items()}
     mlflow.log_params({name if name not in already else f"resolved_{name}": value
                        for name, value in values.items() if already.get(name) != value})
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _param_value(value: Any) -> str:

@@ -40,7 +40,7 @@ import keras
 import mlflow
 import numpy as np
 
-from . import tracking
+from . import interruptions
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ def seed_everything(seed: int) -> None:
 
 class EpochLogger(keras.callbacks.Callback):
     """Logs every epoch's losses and metrics to the active MLflow run as `<prefix>_epoch_<name>` (step = epoch),
-    and a progress line; stops the fit after the epoch if an interruption's exception was swallowed."""
+    and a progress line; once the step is interrupted, ends the fit at the next batch or epoch boundary (the
+    signal's exception waits outside Keras: see `interruptions`)."""
 
     def __init__(self, prefix: str, max_epochs: int):
         super().__init__()
@@ -104,7 +105,14 @@ class EpochLogger(keras.callbacks.Callback):
             mlflow.log_metrics(values, step=epoch)
         shown = " ".join(f"{name}={value:.4g}" for name, value in sorted(values.items()))
         log.info("%s epoch %d/%d %s", self.prefix, epoch + 1, self.max_epochs, shown)
-        tracking.stop_if_interrupted()
+        self._stop_if_interrupted()
+
+    def on_train_batch_begin(self, batch, logs=None):  # not _end: Keras would then wait for each batch's logs
+        self._stop_if_interrupted()
+
+    def _stop_if_interrupted(self):
+        if interruptions.received():
+            self.model.stop_training = True
 
 
 def fit(model: keras.Model, x, y, validation: tuple, *, epochs: int, patience: int, batch_size: int,
@@ -115,6 +123,7 @@ def fit(model: keras.Model, x, y, validation: tuple, *, epochs: int, patience: i
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
     callbacks = [stopper, EpochLogger(prefix, epochs)]
     if TRAINING_PATH == "plain":
+        trainee = model
         history = model.fit(x, y, validation_data=validation, epochs=epochs, batch_size=batch_size, shuffle=True,
                             callbacks=callbacks, verbose=0)
     else:
@@ -125,8 +134,9 @@ def fit(model: keras.Model, x, y, validation: tuple, *, epochs: int, patience: i
         val = _dataset(*validation, max(batch_size, VALIDATION_BATCH_SIZE), shuffle=False)
         history = trainee.fit(train, validation_data=val, epochs=epochs, shuffle=False, callbacks=callbacks,
                               verbose=0)  # shuffle=False: the dataset reshuffles itself
-        if trainee is not model:  # the model ends as if trained itself
-            _copy_training_state(trainee, model)
+    interruptions.stop_if_interrupted()  # EpochLogger ended the fit early: the step stops here
+    if trainee is not model:  # the model ends as if trained itself
+        _copy_training_state(trainee, model)
     epochs_run = len(history.history["loss"])
     best_epoch = int(np.argmin(history.history["val_loss"])) + 1
     if mlflow.active_run():

@@ -134,7 +134,7 @@ def test_interrupted_workflow_resumes_where_it_stopped(sqlite_tracking, small_sy
 
 def test_an_interruption_python_swallowed_stops_training_after_the_epoch(sqlite_tracking):
     """SIGINT whose KeyboardInterrupt Python dropped ("Exception ignored in ... _get_module_lock"), seen once on CI:
-    the fit stops after the current epoch and the step's run is KILLED, instead of training on to the end."""
+    the fit stops after the current batch and the step's run is KILLED, instead of training on to the end."""
     import keras
     import numpy as np
 
@@ -155,6 +155,73 @@ def test_an_interruption_python_swallowed_stops_training_after_the_epoch(sqlite_
     assert client.get_run(run.info.run_id).info.status == "KILLED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "ae_epoch_loss")] == [0]  # one epoch only
     fit(model, x, x[:, :1], (x, x[:, :1]), epochs=2, patience=2, batch_size=8, prefix="ae")  # the next step trains
+
+
+def test_a_signal_landing_inside_keras_is_raised_after_the_fit(sqlite_tracking):
+    """SIGINT arriving while Keras trains is not raised inside Keras or TensorFlow (an exception there once crashed
+    the process, SIGSEGV, on CI): the fit ends after the batch and the exception comes from our code."""
+    import keras
+    import numpy as np
+
+    from spatial_ae import tracking
+    from spatial_ae.training import fit
+
+    sent = []
+
+    class InterruptWhenTraced(keras.layers.Layer):
+        """Identity that sends SIGINT to this process when Keras's fit traces it (first batch), once armed."""
+
+        def call(self, inputs):
+            if sent == ["armed"]:
+                sent.append(signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+            return inputs
+
+    model = keras.Sequential([keras.Input((4,)), InterruptWhenTraced(), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    with pytest.raises(KeyboardInterrupt, match="received signal 2") as raised:
+        with tracking.step_run("pretrain", {}) as run:
+            sent.append("armed")
+            fit(model, x, x[:, :1], (x, x[:, :1]), epochs=50, patience=50, batch_size=8, prefix="ae")
+    assert sent == ["armed", signal.SIGINT]
+    assert not [entry for entry in raised.traceback if "/keras/" in str(entry.path) or "/tensorflow/" in str(entry.path)]
+    client = MlflowClient()
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "ae_epoch_loss")] == [0]
+
+
+def test_a_signal_landing_inside_an_sqlite_write_is_raised_once_it_is_done(sqlite_tracking):
+    """SIGINT arriving inside the tracking store's SQLite write (SQLAlchemy) is raised just after the write, at once,
+    not at the step's end: the write is whole and the run closes KILLED (an exception raised inside the write once
+    left the database locked, so that the runs could not be closed)."""
+    import mlflow
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from spatial_ae import tracking
+
+    sent, waited_to_the_end = [], []
+
+    def interrupt_once(*args):
+        if not sent:
+            sent.append(signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt, match="received signal 2") as raised:
+        with tracking.step_run("pretrain", {}) as run:
+            event.listen(Engine, "before_cursor_execute", interrupt_once)
+            try:
+                mlflow.log_metric("written", 1.0)
+            finally:
+                event.remove(Engine, "before_cursor_execute", interrupt_once)
+            for _ in range(3000):  # 30 s of other work
+                time.sleep(0.01)
+            waited_to_the_end.append(True)
+    assert sent and not waited_to_the_end
+    assert not [entry for entry in raised.traceback if "/sqlalchemy/" in str(entry.path)]
+    finished = MlflowClient().get_run(run.info.run_id)
+    assert finished.info.status == "KILLED" and finished.data.metrics["written"] == 1.0
 
 
 def worker_processes(parent_pid: int) -> list[int]:
