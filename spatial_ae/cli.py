@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import logging
 import sys
@@ -46,6 +47,7 @@ def main(step: str, argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{spec.name}", default=spec.default, help=f"{spec.help} (default: {spec.default})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    faulthandler.enable()  # a crash in native code (TensorFlow) prints where Python was, not just "exit -11"
     try:
         params = parse_step_params(step, vars(args))
         check_tracking_server()  # before importing the step (TensorFlow): a down server is reported at once

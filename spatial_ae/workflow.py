@@ -7,6 +7,7 @@ the parent run failed. Simulations run in parallel worker processes (`parallel_s
 """
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import json
 import logging
@@ -159,6 +160,7 @@ def _start_worker(tracking_uri: str, experiment_id: str, training_path: str, pro
     # TensorFlow, imported with this module while the root logger had no handler, gave its logger a handler of
     # its own: without this its messages would come twice
     logging.getLogger("tensorflow").handlers.clear()
+    faulthandler.enable()
     training.TRAINING_PATH = training_path
     parallel.configure_threads(processes)
 

@@ -224,6 +224,24 @@ def test_a_signal_landing_inside_an_sqlite_write_is_raised_once_it_is_done(sqlit
     assert finished.info.status == "KILLED" and finished.data.metrics["written"] == 1.0
 
 
+def test_a_crash_in_native_code_prints_where_python_was(sqlite_tracking, small_synthetic_corpus, tmp_path):
+    """A segmentation fault (as TensorFlow's, once on CI) ends the workflow with Python's stack printed
+    (faulthandler), not a bare exit -11."""
+    command = main_command(small_synthetic_corpus, tmp_path / "results", num_simulations=1, ae_epochs=5000,
+                           patience=10000, parallel_simulations=1)
+    log = tmp_path / "crash.log"
+    crashed = start_main(command, log, SPATIAL_AE_ENCODER_NAME=f"crash-{uuid.uuid4().hex[:8]}")
+    deadline = time.time() + 240
+    while " ae epoch " not in log.read_text() and time.time() < deadline:
+        assert crashed.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.1)
+    crashed.send_signal(signal.SIGSEGV)
+    crashed.wait(timeout=120)
+    text = log.read_text()
+    assert crashed.returncode == -signal.SIGSEGV, text[-3000:]
+    assert "Fatal Python error: Segmentation fault" in text and "spatial_ae/training.py" in text, text[-3000:]
+
+
 def worker_processes(parent_pid: int) -> list[int]:
     """The simulation worker processes of a main process (its children running Python)."""
     children = Path(f"/proc/{parent_pid}/task/{parent_pid}/children").read_text().split()
