@@ -224,13 +224,16 @@ def test_a_signal_landing_inside_an_sqlite_write_is_raised_once_it_is_done(sqlit
     assert finished.info.status == "KILLED" and finished.data.metrics["written"] == 1.0
 
 
-def test_a_crash_in_native_code_prints_where_python_was(sqlite_tracking, small_synthetic_corpus, tmp_path):
-    """A segmentation fault (as TensorFlow's, once on CI) ends the workflow with Python's stack printed
-    (faulthandler), not a bare exit -11."""
+def test_a_crash_prints_where_python_was_and_the_next_start_closes_its_runs(sqlite_tracking,
+                                                                           small_synthetic_corpus, tmp_path):
+    """A segmentation fault (as TensorFlow's, once on CI) prints Python's stack (faulthandler), not a bare exit -11;
+    the runs the crashed process could not close are marked FAILED when the next step starts."""
+    experiment = sqlite_tracking["experiment_id"]
     command = main_command(small_synthetic_corpus, tmp_path / "results", num_simulations=1, ae_epochs=5000,
                            patience=10000, parallel_simulations=1)
+    env = {"SPATIAL_AE_ENCODER_NAME": f"crash-{uuid.uuid4().hex[:8]}"}
     log = tmp_path / "crash.log"
-    crashed = start_main(command, log, SPATIAL_AE_ENCODER_NAME=f"crash-{uuid.uuid4().hex[:8]}")
+    crashed = start_main(command, log, **env)
     deadline = time.time() + 240
     while " ae epoch " not in log.read_text() and time.time() < deadline:
         assert crashed.poll() is None, log.read_text()[-3000:]
@@ -240,6 +243,19 @@ def test_a_crash_in_native_code_prints_where_python_was(sqlite_tracking, small_s
     text = log.read_text()
     assert crashed.returncode == -signal.SIGSEGV, text[-3000:]
     assert "Fatal Python error: Segmentation fault" in text and "spatial_ae/training.py" in text, text[-3000:]
+    left_open = [run for run in MlflowClient().search_runs([experiment]) if run.info.status == "RUNNING"]
+    assert {run.data.tags[STEP] for run in left_open} == {"main", "simulation"}
+
+    again = subprocess.run(main_command(small_synthetic_corpus, tmp_path / "results", num_simulations=1,
+                                        ae_epochs=2, parallel_simulations=1),
+                           cwd=REPO, capture_output=True, text=True, timeout=500, env={**os.environ, **env})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"process {crashed.pid}, which ended without closing it" in again.stderr
+    for run in left_open:
+        closed = MlflowClient().get_run(run.info.run_id)
+        assert closed.info.status == "FAILED"
+        assert f"process {crashed.pid} on " in closed.data.tags["mlflow.note.content"]
+    assert "RUNNING" not in {run.info.status for run in MlflowClient().search_runs([experiment])}
 
 
 def worker_processes(parent_pid: int) -> list[int]:
