@@ -41,13 +41,22 @@ def step_function(step: str):
     return getattr(importlib.import_module(module), function)
 
 
+def enable_crash_reports() -> None:
+    """faulthandler on the process's stderr: a crash in native code (TensorFlow) prints every thread's Python
+    stack, not just "exit -11" (skipped where stderr is not a file descriptor)."""
+    try:
+        faulthandler.enable(sys.__stderr__)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
 def main(step: str, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=step, description=f"Spatial AE: the {step} step")
     for spec in STEPS[step]:
         parser.add_argument(f"--{spec.name}", default=spec.default, help=f"{spec.help} (default: {spec.default})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    faulthandler.enable()  # a crash in native code (TensorFlow) prints where Python was, not just "exit -11"
+    enable_crash_reports()
     try:
         params = parse_step_params(step, vars(args))
         check_tracking_server()  # before importing the step (TensorFlow): a down server is reported at once

@@ -7,7 +7,6 @@ the parent run failed. Simulations run in parallel worker processes (`parallel_s
 """
 from __future__ import annotations
 
-import faulthandler
 import hashlib
 import json
 import logging
@@ -150,7 +149,7 @@ def feature_set_of(featurize_run_id: str):
 def _start_worker(tracking_uri: str, experiment_id: str, training_path: str, processes: int,
                   log_level: int) -> None:
     """Set up a worker process: the parent's store and experiment, its log level, training path and threads."""
-    from .cli import LOG_FORMAT
+    from .cli import LOG_FORMAT, enable_crash_reports
 
     os.environ.pop("MLFLOW_RUN_ID", None)  # the parent's run (under `mlflow run`) is not this process's run
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
@@ -160,7 +159,7 @@ def _start_worker(tracking_uri: str, experiment_id: str, training_path: str, pro
     # TensorFlow, imported with this module while the root logger had no handler, gave its logger a handler of
     # its own: without this its messages would come twice
     logging.getLogger("tensorflow").handlers.clear()
-    faulthandler.enable()
+    enable_crash_reports()
     training.TRAINING_PATH = training_path
     parallel.configure_threads(processes)
 
