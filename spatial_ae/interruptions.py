@@ -4,7 +4,7 @@ but never where the signal lands inside TensorFlow, Keras or the SQL tracking st
 An exception raised in the middle of those libraries crashed the process (SIGSEGV in TensorFlow, once on CI) or
 left an SQLite write transaction open, so that closing the runs failed with "database is locked" (2 interruptions
 in 30 here). There the signal is only recorded: a watcher thread has it raised in the main thread as soon as that
-thread has left them, and `training.fit` stops after the current batch (`received()`).
+thread has left them, and `training.fit` stops at the next batch or epoch boundary (`received()`).
 """
 from __future__ import annotations
 
