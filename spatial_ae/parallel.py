@@ -54,7 +54,7 @@ def run_in_processes(tasks: dict[int, tuple], function: Callable, processes: int
     as each finishes. On an interruption (SIGINT, SIGTERM) the workers are terminated, then it re-raises."""
     context = get_context("spawn")  # not fork: this process holds TensorFlow and BLAS threads
     with ProcessPoolExecutor(processes, mp_context=context, initializer=initializer, initargs=initargs) as pool:
-        pending = {pool.submit(function, *arguments): key for key, arguments in tasks.items()}
+        pending = {pool.submit(_task, function, *arguments): key for key, arguments in tasks.items()}
         try:
             while pending:
                 done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
@@ -63,6 +63,16 @@ def run_in_processes(tasks: dict[int, tuple], function: Callable, processes: int
         except BaseException:
             _terminate(pool)
             raise
+
+
+def _task(function: Callable, *arguments):
+    """`function(*arguments)` in a worker; an interruption (SIGTERM from `_terminate`, Ctrl-C) ends the worker
+    once the task has closed its runs, instead of letting it take the next queued task."""
+    try:
+        return function(*arguments)
+    except KeyboardInterrupt:
+        logging.shutdown()
+        os._exit(130)
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:

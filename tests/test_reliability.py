@@ -32,9 +32,10 @@ def main_command(corpus: Path, results: Path, step: str = "main", **params) -> l
     return command
 
 
-def start_main(command: list[str], log: Path, **env) -> subprocess.Popen:
+def start_main(command: list[str], log: Path, new_session: bool = False, **env) -> subprocess.Popen:
+    """The command in the background, its output in `log`; in a process group of its own with `new_session`."""
     return subprocess.Popen(command, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            env={**os.environ, **env})
+                            env={**os.environ, **env}, start_new_session=new_session)
 
 
 def runs_of(experiment_id: str, step: str) -> list:
@@ -278,10 +279,11 @@ def wait_for_two_running_simulations(process: subprocess.Popen, experiment_id: s
 
 def test_parallel_simulations_stopped_or_crashed_are_never_left_running(sqlite_tracking, small_synthetic_corpus,
                                                                        tmp_path):
-    """SIGTERM to the main process stops its worker processes (runs KILLED); a worker killed outright (as by
-    the out-of-memory killer) has its run marked FAILED by the main process, which fails too."""
+    """SIGTERM to the main process stops its worker processes (runs KILLED), and no worker takes the queued third
+    simulation; a worker killed outright (as by the out-of-memory killer) has its run marked FAILED by the main
+    process, which fails too."""
     experiment = sqlite_tracking["experiment_id"]
-    command = main_command(small_synthetic_corpus, tmp_path / "results", num_simulations=2, ae_epochs=5000,
+    command = main_command(small_synthetic_corpus, tmp_path / "results", num_simulations=3, ae_epochs=5000,
                            patience=10000, parallel_simulations=2)  # trains until stopped: no simulation finishes
     env = {"SPATIAL_AE_ENCODER_NAME": f"parallel-{uuid.uuid4().hex[:8]}"}
 
@@ -307,16 +309,16 @@ def test_parallel_simulations_stopped_or_crashed_are_never_left_running(sqlite_t
 
 
 def test_parallel_sweep_stopped_leaves_nothing_running(sqlite_tracking, small_synthetic_corpus, tmp_path):
-    """SIGTERM to a sweep whose simulations run in worker processes: the sweep, its cells and their simulations
-    all end KILLED."""
+    """Ctrl-C in a terminal (SIGINT to the process group: the sweep and its workers) while the simulations run in
+    worker processes: the sweep, its cells and their simulations all end KILLED."""
     experiment = sqlite_tracking["experiment_id"]
     command = main_command(small_synthetic_corpus, tmp_path / "sweep", step="sweep", num_simulations=2,
                            parallel_simulations=2, recipes="balanced", position_loss_weights="0,1",
                            labelled_per_word="1", ae_epochs=5000, patience=10000)
     log = tmp_path / "sweep.log"
-    stopped = start_main(command, log, SPATIAL_AE_ENCODER_NAME=f"sweep-{uuid.uuid4().hex[:8]}")
+    stopped = start_main(command, log, new_session=True, SPATIAL_AE_ENCODER_NAME=f"sweep-{uuid.uuid4().hex[:8]}")
     wait_for_two_running_simulations(stopped, experiment, log)
-    stopped.send_signal(signal.SIGTERM)
+    os.killpg(stopped.pid, signal.SIGINT)
     stopped.wait(timeout=120)
     assert stopped.returncode == 130, log.read_text()[-3000:]
     assert [state for _, state, _ in simulation_status(experiment)] == ["KILLED", "KILLED"]
