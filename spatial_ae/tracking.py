@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 STEP_TAG = "spatial_ae.step"
 KEY_TAG = "spatial_ae.key"
 PROCESS_TAG = "spatial_ae.process"  # host:pid:start time of the process that ran the run
+INTERRUPTED_TAG = "spatial_ae.interrupted"  # "received signal N" on runs ended KILLED
 
 
 def check_tracking_server() -> None:
@@ -78,19 +79,26 @@ def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key
                              **(tags or {})})
             log_params(run, params)
             yield run
-        except KeyboardInterrupt:
-            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        except KeyboardInterrupt as interruption:
+            _end_killed(str(interruption) or "SIGINT")
             raise
         except BaseException as error:
             signum = interruptions.received()
             if signum:  # the interruption came back as another exception (e.g. from TensorFlow)
-                mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+                _end_killed(f"received signal {signum}")
                 raise interruptions.Terminated(f"received signal {signum} ({type(error).__name__}: {error})") from error
             mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
             raise
         else:
             mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
             interruptions.stop_if_interrupted()  # the work finished but the interruption was not raised: stop now
+
+
+def _end_killed(reason: str) -> None:
+    """End the active run KILLED, saying why in the tag INTERRUPTED_TAG (`mlflow run` turns an interrupted project
+    run FAILED after its entry point exits, whatever the entry point set: the tag still tells)."""
+    mlflow.set_tag(INTERRUPTED_TAG, reason)
+    mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
 
 
 def log_params(run: mlflow.ActiveRun, params: dict[str, Any]) -> None:

@@ -101,6 +101,7 @@ def test_interrupted_workflow_resumes_where_it_stopped(sqlite_tracking, small_sy
     status = simulation_status(experiment)
     assert [(index, state) for index, state, _ in status] == [(1, "FINISHED"), (2, "KILLED")]
     assert [p.info.status for p in runs_of(experiment, "main")] == ["KILLED"]
+    assert runs_of(experiment, "main")[0].data.tags["spatial_ae.interrupted"] == "received signal 2"
     assert [r.info.status for r in runs_of(experiment, "featurize")] == ["FINISHED"]
     simulation_1 = finished[1]
 
