@@ -70,7 +70,7 @@ def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key
     Reuses the run MLflow Projects started for this process (MLFLOW_RUN_ID) when no run is active.
     """
     nested = mlflow.active_run() is not None
-    if not nested:
+    if not nested and parent_run_id is None:  # a command's first step (a worker's steps need not repeat it)
         close_runs_of_ended_processes(current_experiment_id())
     with contextlib.nullcontext() if nested else interruptions.raised_as_exceptions():
         run = mlflow.start_run(run_name=run_name, nested=nested, parent_run_id=parent_run_id)

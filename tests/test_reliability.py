@@ -136,7 +136,7 @@ def test_interrupted_workflow_resumes_where_it_stopped(sqlite_tracking, small_sy
 
 def test_an_interruption_python_swallowed_stops_training_after_the_epoch(sqlite_tracking):
     """SIGINT whose KeyboardInterrupt Python dropped ("Exception ignored in ... _get_module_lock"), seen once on CI:
-    the fit stops after the current batch and the step's run is KILLED, instead of training on to the end."""
+    the fit stops at the next batch or epoch boundary and the step's run is KILLED, instead of training on to the end."""
     import keras
     import numpy as np
 
