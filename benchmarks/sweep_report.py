@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from spatial_ae.recipes import RECIPES
 from spatial_ae.summarize import describe
 
 def configuration(row) -> str:
@@ -20,8 +21,14 @@ def configuration(row) -> str:
     if row.model == "mfcc_dnn":
         return "MFCC-DNN"
     if row.weight == 0:
-        return "plain AE (paper inputs)" if row.recipe == "paper" else "plain AE (standardised)"
+        return plain_autoencoder(row.recipe)
     return f"spatial AE ({row.recipe})" + ("" if row.weight == 1 else f", weight {row.weight:g}")
+
+
+def plain_autoencoder(recipe: str) -> str:
+    """The plain AE (weight 0) a recipe's spatial AE is compared with: same inputs, no position head."""
+    standardised = RECIPES.get(recipe, {}).get("standardize_inputs", True)
+    return "plain AE (standardised)" if standardised else "plain AE (paper inputs)"
 
 
 def accuracies(table: pd.DataFrame) -> pd.DataFrame:
@@ -37,7 +44,7 @@ def comparisons(configurations) -> list[tuple[str, str]]:
     spatial = sorted(name for name in configurations if name.startswith("spatial AE ("))
     pairs = []
     for name in spatial:
-        plain = "plain AE (paper inputs)" if name.startswith("spatial AE (paper") else "plain AE (standardised)"
+        plain = plain_autoencoder(name.removeprefix("spatial AE (").split(")")[0])
         pairs += [(name, plain), (name, "MFCC-CNN"), (name, "MFCC-DNN")]
         pairs += [(name, other) for other in spatial if other < name]
     return pairs

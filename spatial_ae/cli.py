@@ -6,10 +6,15 @@ import argparse
 import faulthandler
 import importlib
 import logging
+import os
+import signal
 import sys
+import threading
+import time
+from pathlib import Path
 
 from .errors import UserError
-from .parallel import configure_threads
+from .parallel import PARENT_POLL_SECONDS, configure_threads, die_with_parent
 from .params import STEPS, ParameterError, parse_step_params
 from .tracking import check_tracking_server
 
@@ -36,6 +41,12 @@ def user_errors() -> tuple[type[Exception], ...]:
     return (ParameterError, UserError, AudioError, DownloadError)
 
 
+def _simulations_failed(error: BaseException) -> bool:
+    """A failed simulation (workflow.SimulationsFailed; each failure is already logged with its traceback)."""
+    workflow = sys.modules.get("spatial_ae.workflow")
+    return workflow is not None and isinstance(error, workflow.SimulationsFailed)
+
+
 def step_function(step: str):
     module, function = STEP_FUNCTIONS[step].split(":")
     return getattr(importlib.import_module(module), function)
@@ -50,6 +61,51 @@ def enable_crash_reports() -> None:
         pass
 
 
+LAUNCHER_WATCH_VARIABLE = "SPATIAL_AE_DIE_WITH_PARENT"  # 1: always, 0: never; unset: under `mlflow run` only
+SHELLS = ("sh", "bash", "dash", "zsh")
+
+
+def die_with_launcher() -> None:
+    """Stop this step (SIGTERM: its runs end KILLED) when the process that launched it dies.
+
+    Under `mlflow run` the step is a child of the `mlflow run` CLI (through `bash -c`, which execs a single command),
+    and that CLI cancels its entry point only on Ctrl-C (KeyboardInterrupt in mlflow.projects.run ->
+    LocalSubmittedRun.cancel); SIGTERM (or SIGKILL) ends the CLI at once and left the step training, reparented,
+    for minutes. So, when launched by `mlflow run` (MLFLOW_RUN_ID set), or with SPATIAL_AE_DIE_WITH_PARENT=1, the
+    parent is watched (prctl PR_SET_PDEATHSIG on Linux, and polling), and so is the grandparent when the parent is
+    a shell that did not exec (an activation command, `... && python -m spatial_ae`). Not otherwise: a step
+    started with `nohup ... &` must outlive its shell. SPATIAL_AE_DIE_WITH_PARENT=0 turns the watch off."""
+    setting = os.environ.get(LAUNCHER_WATCH_VARIABLE, "").strip()
+    if setting == "0" or (setting != "1" and not os.environ.get("MLFLOW_RUN_ID")):
+        return
+    parent = os.getppid()
+    if parent == 1:  # the launcher is already gone (or this was started by init): nothing to watch
+        return
+    die_with_parent(parent)
+    stat = _proc_stat(parent)
+    if stat and stat[0] in SHELLS and stat[1] > 1:
+        threading.Thread(target=_watch_grandparent, args=(parent, stat[1]), name="spatial-ae-launcher-watch",
+                         daemon=True).start()
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(command name, parent pid) of process `pid` from /proc, or None (no /proc, or the process is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name, rest = text[text.index("(") + 1:].rsplit(")", 1)
+    return name, int(rest.split()[1])
+
+
+def _watch_grandparent(shell: int, launcher: int) -> None:
+    """SIGTERM this process once the shell between it and its launcher is orphaned (the launcher died)."""
+    while (_proc_stat(shell) or ("", launcher))[1] == launcher:
+        time.sleep(PARENT_POLL_SECONDS)
+    logging.getLogger(__name__).warning("launcher process %d ended: stopping", launcher)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(step: str, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=step, description=f"Spatial AE: the {step} step")
     for spec in STEPS[step]:
@@ -57,6 +113,7 @@ def main(step: str, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     enable_crash_reports()
+    die_with_launcher()  # under `mlflow run`: no step may outlive a killed `mlflow run`
     try:
         params = parse_step_params(step, vars(args))
         check_tracking_server()  # before importing the step (TensorFlow): a down server is reported at once
@@ -66,6 +123,11 @@ def main(step: str, argv: list[str] | None = None) -> int:
     except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if not _simulations_failed(error):
+            raise
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # the runs are FAILED, the rest kept
+        return 1
     except KeyboardInterrupt as interruption:  # SIGINT, or SIGTERM via tracking.Terminated
         print(f"interrupted ({str(interruption) or 'SIGINT'}): the open runs are marked KILLED, finished ones are "
               f"kept; run the same command again to resume", file=sys.stderr)

@@ -28,6 +28,7 @@ FSDD_PREFIX = "fsdd:"
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 FSDD_DEFAULT_LABELLED, FSDD_DEFAULT_TEST = "theo", "yweweler"
+UNKNOWN_SILENCE = ("_unknown_", "_silence_")  # the 12-class protocol's extra classes, where a corpus has them
 
 
 class CorpusError(UserError):
@@ -74,8 +75,10 @@ class Corpus:
         return digest.hexdigest()[:16]
 
 
-def open_corpus(dataset: str, synthetic_clips_per_word: int = 100, seed: int = 0) -> Corpus:
-    """The corpus named by the `dataset` parameter: 'synthetic', a downloadable name, or a directory."""
+def open_corpus(dataset: str, synthetic_clips_per_word: int = 100, seed: int = 0,
+                include_unknown_silence: bool = False) -> Corpus:
+    """The corpus named by the `dataset` parameter: 'synthetic', a downloadable name, or a directory.
+    `include_unknown_silence` keeps the `_unknown_` and `_silence_` folders as classes (12-class protocol)."""
     if dataset == SYNTHETIC:
         from .synthetic import synthetic_corpus
 
@@ -87,18 +90,20 @@ def open_corpus(dataset: str, synthetic_clips_per_word: int = 100, seed: int = 0
         from .download import SPEECH_COMMANDS_URLS, download_speech_commands
 
         root = download_speech_commands(dataset)
-        return read_corpus_dir(root, name=dataset, source=SPEECH_COMMANDS_URLS[dataset])
+        return read_corpus_dir(root, name=dataset, source=SPEECH_COMMANDS_URLS[dataset],
+                               include_unknown_silence=include_unknown_silence)
     path = Path(dataset).expanduser()
     if not path.exists():
         raise CorpusError(
             f"dataset {dataset!r} is neither 'synthetic', one of {', '.join(DOWNLOADABLE)}, nor an existing directory. "
             f"Fix: pass -P dataset=/path/to/folder with one sub-folder of WAVs per word.")
-    return read_corpus_dir(path)
+    return read_corpus_dir(path, include_unknown_silence=include_unknown_silence)
 
 
 def read_corpus_dir(root: Path, name: str | None = None, source: str | None = None,
-                    hash_splits_if_unlisted: bool = True) -> Corpus:
-    """Read a Speech Commands layout folder; `_background_noise_` and hidden folders are not words.
+                    hash_splits_if_unlisted: bool = True, include_unknown_silence: bool = False) -> Corpus:
+    """Read a Speech Commands layout folder; `_background_noise_`, hidden folders and (unless
+    `include_unknown_silence`) `_unknown_` and `_silence_` are not words.
 
     Without split lists, splits come from the speaker hash, unless `hash_splits_if_unlisted` is False
     (then every clip is unlabelled, for callers that split the clips themselves)."""
@@ -108,12 +113,25 @@ def read_corpus_dir(root: Path, name: str | None = None, source: str | None = No
                           f"Fix: pass a folder with one sub-folder of WAV clips per word.")
     warnings: list[str] = []
     files_by_word: dict[str, list[str]] = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
-        wavs = sorted(f"{folder.name}/{f.name}" for f in folder.iterdir() if f.suffix.lower() == ".wav" and f.is_file())
+    kept = UNKNOWN_SILENCE if include_unknown_silence else ()
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and (p.name in kept or not p.name.startswith(("_", ".")))):
+        try:
+            named_wav = [f for f in folder.iterdir() if f.suffix.lower() == ".wav"]
+        except PermissionError:
+            raise CorpusError(f"word folder {folder} cannot be read (permission denied). Fix: make it readable "
+                              f"(chmod -R u+rX {folder}) or move it out of {root}.") from None
+        wavs = sorted(f"{folder.name}/{f.name}" for f in named_wav if f.is_file())
+        if len(named_wav) > len(wavs):
+            warnings.append(f"{len(named_wav) - len(wavs)} entries named .wav in {folder} are not regular files "
+                            f"(broken links, link loops, FIFOs, folders); skipped")
         if wavs:
             files_by_word[folder.name] = wavs
         else:
             warnings.append(f"word folder {folder} has no .wav clips; skipped")
+    left_out = [name for name in UNKNOWN_SILENCE if name not in kept and (root / name).is_dir()]
+    if left_out:
+        warnings.append(f"{', '.join(left_out)} in {root} left out (not keywords); -P include_unknown_silence=true "
+                        f"keeps them as classes (the 12-class protocol)")
     if not files_by_word:
         raise CorpusError(f"corpus folder {root} has no word folders with .wav clips. "
                           f"Fix: lay it out as <root>/<word>/<clip>.wav (Speech Commands layout).")
@@ -124,6 +142,8 @@ def read_corpus_dir(root: Path, name: str | None = None, source: str | None = No
              for word, paths in files_by_word.items() for path in paths]
     for message in warnings:
         log.warning(message)
+    if include_unknown_silence:
+        name = f"{name or root.name}+unknown_silence"
     return Corpus(name=name or root.name, root=root, source=source or str(root),
                   words=tuple(files_by_word), clips=clips, warnings=warnings)
 
@@ -196,8 +216,17 @@ def _read_split_lists(root: Path, all_paths: set[str], warnings: list[str],
         official = {"validation": TRAIN, "testing": TEST}
         return {path: official[s] for path in all_paths if (s := which_set(path)) in official}
     for split, list_name in LIST_FILES.items():
-        lines = [line.strip() for line in (root / list_name).read_text().splitlines() if line.strip()]
-        absent = [line for line in lines if line not in all_paths]
+        try:
+            text = (root / list_name).read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise CorpusError(f"{root / list_name} is not UTF-8 text (byte {error.object[error.start]:#04x} at "
+                              f"offset {error.start}). Fix: re-save it as UTF-8, one clip path <word>/<clip>.wav "
+                              f"a line.") from None
+        except PermissionError:
+            raise CorpusError(f"{root / list_name} cannot be read (permission denied). Fix: make it readable "
+                              f"(chmod u+r {root / list_name}).") from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        absent = [line for line in lines if line not in all_paths and not line.startswith(("_", "."))]
         if absent:
             warnings.append(f"{list_name}: {len(absent)} of {len(lines)} entries name clips not in {root} "
                             f"(e.g. {absent[0]}); ignored")

@@ -40,9 +40,13 @@ def evaluate(featurize_run_id: str, encoder_uri: str, dnn_epochs: int, cnn_epoch
                   cnn_epochs=cnn_epochs, patience=patience, lbl_trai_size=lbl_trai_size, seed=seed,
                   labelled_per_word=labelled_per_word)
     tracking.check_tracking_server()
+    from .kws import _load  # the same one-line error as the kws step's (kws imports this module)
+
+    encoder = _load(encoder_uri, load_keras_encoder,
+                    "pass -P encoder_uri=models:/spatial-ae-encoder/N of a registered encoder (run pretrain first)")
     feature_set = load_feature_set(featurize_run_id)
     with tracking.step_run("evaluate", params, run_name=f"evaluate-seed{seed}"):
-        return evaluate_encoder(feature_set, **params)
+        return evaluate_encoder(feature_set, **params, encoder=encoder)
 
 
 def load_keras_encoder(encoder_uri: str) -> keras.Model:
@@ -76,7 +80,8 @@ def labelled_sample(feature_set: FeatureSet, lbl_trai_size: int, seed: int,
 
 def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri: str, dnn_epochs: int,
                      cnn_epochs: int, patience: int, lbl_trai_size: int, seed: int,
-                     labelled_per_word: int = 0, baselines: dict | None = None) -> dict[str, float]:
+                     labelled_per_word: int = 0, baselines: dict | None = None,
+                     encoder: keras.Model | None = None) -> dict[str, float]:
     """Train and test the three classifiers in the active run; log metrics, tables and figures.
 
     `baselines` (optional) keeps the MFCC models' reports by sample settings: an evaluation with the same seed
@@ -87,7 +92,7 @@ def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri
     if len(train) == 0 or len(stop) == 0:
         raise ValueError(f"the labelled pool has {len(feature_set.indices(TRAIN))} clips: too few to train and early-stop")
     mlflow.log_metrics({"labelled_train_clips": len(train), "early_stopping_clips": len(stop), "test_clips": len(test)})
-    encoder = load_keras_encoder(encoder_uri)
+    encoder = load_keras_encoder(encoder_uri) if encoder is None else encoder
     embeddings = np.asarray(encoder.predict(feature_set.mfcc, batch_size=1024, verbose=0), dtype=np.float32)
     num_classes = len(feature_set.words)
     labels = feature_set.labels

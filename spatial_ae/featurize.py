@@ -18,6 +18,7 @@ import pandas as pd
 from . import features, tracking
 from .corpus import SPLITS, TEST, TRAIN, UNLABELLED, Clip, Corpus, open_corpus
 from .errors import UserError
+from .metrics import check_word_metric_names
 
 log = logging.getLogger(__name__)
 
@@ -101,31 +102,35 @@ def reuse_key(params: dict, corpus: Corpus) -> str:
 
 
 def featurize(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_size: int,
-              synthetic_clips_per_word: int, seed: int) -> str:
+              synthetic_clips_per_word: int, seed: int, include_unknown_silence: bool = False) -> str:
     """Run (or reuse) the featurize step; returns the id of the featurize run holding the features."""
     tracking.check_tracking_server()
     params = dict(dataset=dataset, unlabeled_set_size=unlabeled_set_size, lbl_trai_size=lbl_trai_size,
-                  lbl_test_size=lbl_test_size, synthetic_clips_per_word=synthetic_clips_per_word, seed=seed)
-    corpus = open_corpus(dataset, synthetic_clips_per_word=synthetic_clips_per_word, seed=seed)
+                  lbl_test_size=lbl_test_size, synthetic_clips_per_word=synthetic_clips_per_word, seed=seed,
+                  include_unknown_silence=include_unknown_silence)
+    corpus = open_corpus(dataset, synthetic_clips_per_word=synthetic_clips_per_word, seed=seed,
+                         include_unknown_silence=include_unknown_silence)
+    check_word_metric_names(corpus.words, str(corpus.root))  # before any work: metric names are made per word
     key = reuse_key(params, corpus)
-    previous = tracking.find_finished_run("featurize", key)
-    if previous is not None:
-        message = (f"featurize: reusing finished run {previous.info.run_id} (same corpus and parameters); "
-                   f"nothing recomputed")
-        log.info(message)
-        print(message, flush=True)
-        _note_reuse_in_project_run(params, previous.info.run_id)
-        return previous.info.run_id
+    with tracking.claimed(f"featurize-{key}"):  # an identical featurize at once waits, then reuses this one
+        previous = tracking.find_finished_run("featurize", key)
+        if previous is not None:
+            message = (f"featurize: reusing finished run {previous.info.run_id} (same corpus and parameters); "
+                       f"nothing recomputed")
+            log.info(message)
+            print(message, flush=True)
+            _note_reuse_in_project_run(params, previous.info.run_id)
+            return previous.info.run_id
 
-    clips, selection_warnings = select_clips(corpus, unlabeled_set_size, lbl_trai_size, lbl_test_size, seed)
-    with tracking.step_run("featurize", params, run_name="featurize", key=key,
-                           tags={"dataset": corpus.name, "corpus_fingerprint": corpus.fingerprint()}) as run:
-        for message in corpus.warnings + selection_warnings:
-            log.warning(message)
-        feature_set, skipped = _compute(corpus, clips)
-        _log_feature_set(corpus, feature_set, skipped, corpus.warnings + selection_warnings)
-        log.info("featurize: run %s logged %d clips", run.info.run_id, len(feature_set.labels))
-        return run.info.run_id
+        clips, selection_warnings = select_clips(corpus, unlabeled_set_size, lbl_trai_size, lbl_test_size, seed)
+        with tracking.step_run("featurize", params, run_name="featurize", key=key,
+                               tags={"dataset": corpus.name, "corpus_fingerprint": corpus.fingerprint()}) as run:
+            for message in corpus.warnings + selection_warnings:
+                log.warning(message)
+            feature_set, skipped = _compute(corpus, clips)
+            _log_feature_set(corpus, feature_set, skipped, corpus.warnings + selection_warnings)
+            log.info("featurize: run %s logged %d clips", run.info.run_id, len(feature_set.labels))
+            return run.info.run_id
 
 
 def _compute(corpus: Corpus, clips: list[Clip]) -> tuple[FeatureSet, list[tuple[str, str]]]:
@@ -197,6 +202,7 @@ def _log_feature_set(corpus: Corpus, feature_set: FeatureSet, skipped: list[tupl
         pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(folder / "skipped_clips.csv", index=False)
         (folder / "warnings.txt").write_text("".join(f"{w}\n" for w in warnings))
         mlflow.log_artifacts(str(folder), ARTIFACT_DIR)
+        tracking.log_folder_digest(folder, ARTIFACT_DIR)  # checked by every cached copy
 
 
 def _note_reuse_in_project_run(params: dict, reused_run_id: str) -> None:

@@ -23,6 +23,7 @@ from . import registry, tracking, training
 from .audio import AudioError, load_clip
 from .corpus import LIST_FILES, TEST, TRAIN, UNLABELLED, read_corpus_dir
 from .errors import UserError
+from .metrics import check_word_metric_names
 from .evaluate import train_and_test, load_keras_encoder
 from .features import featurize_files
 from .models import build_dnn_probe
@@ -60,6 +61,7 @@ def load_labelled_set(data_dir, seed: int = 0) -> LabelledSet:
     word's clips, 70% train, 15% early stopping, 15% test. Unreadable clips are skipped and counted.
     """
     corpus = read_corpus_dir(Path(data_dir), hash_splits_if_unlisted=False)
+    check_word_metric_names(corpus.words, str(corpus.root))
     if len(corpus.words) < 2:
         raise UserError(f"{corpus.root} has one word folder ({corpus.words[0]}); a keyword spotter needs at least two. "
                         f"Fix: add one folder of WAV clips per word.")
@@ -166,19 +168,13 @@ def standardized_probe(train_embeddings: np.ndarray, num_classes: int) -> keras.
 
 def _log_keyword_spotter(encoder: keras.Model, classifier: keras.Model, words: tuple[str, ...]) -> str:
     """Log the raw-audio keyword-spotter pyfunc (encoder, classifier and words inside); returns its model URI."""
-    from .encoder_model import KeywordSpotter
-
     with tempfile.TemporaryDirectory() as tmp:
         files = {"keras_encoder": Path(tmp) / "encoder.keras", "keras_classifier": Path(tmp) / "classifier.keras",
                  "words": Path(tmp) / "words.json"}
         encoder.save(files["keras_encoder"])
         classifier.save(files["keras_classifier"])
         files["words"].write_text(json.dumps(list(words)))
-        info = mlflow.pyfunc.log_model(name="keyword_spotter", python_model=KeywordSpotter(),
-                                       artifacts={name: str(path) for name, path in files.items()},
-                                       code_paths=[str(registry.PACKAGE_DIR)],
-                                       pip_requirements=registry.pinned_requirements())
-    return info.model_uri
+        return registry.log_audio_model("keyword_spotter", "keyword_spotter.py", files)
 
 
 def input_files(inputs) -> list[Path]:

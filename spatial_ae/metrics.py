@@ -63,3 +63,30 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, words: tuple[s
 def metric_safe(name: str) -> str:
     """A word as an MLflow metric name part."""
     return re.sub(r"[^0-9A-Za-z_\-. /]", "_", name)
+
+
+MAX_METRIC_NAME = 250  # MLflow's limit on a metric name
+MODEL_PREFIXES = ("embedding_dnn", "mfcc_cnn", "mfcc_dnn", "kws")  # the prefixes of `summary_metrics`
+LONGEST_PER_WORD = "_precision_"
+
+
+def check_word_metric_names(words, source: str = "the corpus") -> None:
+    """Refuse, before any training, words whose per-word metric names (`<model>_precision_<word>`) would
+    collide (`café` and `caf_` are both `caf_`) or exceed MLflow's 250 characters."""
+    from .errors import UserError
+
+    by_name: dict[str, list[str]] = {}
+    for word in words:
+        by_name.setdefault(metric_safe(word), []).append(word)
+    clashes = [names for names in by_name.values() if len(names) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(repr(w) for w in names) + f" -> {metric_safe(names[0])!r}" for names in clashes)
+        raise UserError(f"word folders of {source} map to the same metric name ({shown}): only one word's precision "
+                        f"and recall would be kept. Fix: rename the folders so that they differ in letters, digits, "
+                        f"'_', '-', '.', ' ' or '/'.")
+    room = MAX_METRIC_NAME - max(map(len, MODEL_PREFIXES)) - len(LONGEST_PER_WORD)
+    long = [word for word in words if len(metric_safe(word)) > room]
+    if long:
+        raise UserError(f"word folder name(s) of {source} longer than {room} characters ({len(long[0])}: "
+                        f"{long[0][:40]!r}...): metric names such as embedding_dnn_precision_<word> would exceed "
+                        f"MLflow's {MAX_METRIC_NAME}. Fix: rename the folders to at most {room} characters.")

@@ -26,9 +26,12 @@ class Param:
     high: float | None = None
     choices: tuple[str, ...] | None = None
     optional: bool = False  # empty or missing means None: "not given", filled later (e.g. from the recipe)
+    list_of: type | None = None  # a comma-separated list of this kind; low, high and choices apply to each item
 
     def parse(self, raw: Any) -> Any:
         """Convert a command-line or MLproject string to the parameter's type and check its range."""
+        if self.list_of is not None:
+            return self._parse_list(raw)
         if self.optional and (raw is None or str(raw).strip() == ""):
             return None
         if self.kind is bool:
@@ -53,12 +56,34 @@ class Param:
             else:
                 value = number
             if self.low is not None and value < self.low:
-                raise ParameterError(f"parameter {self.name}={raw!r} is below its minimum {self.low:g}")
+                raise ParameterError(f"parameter {self.name}={raw!r} is below its minimum {self.low:.10g}")
             if self.high is not None and value > self.high:
-                raise ParameterError(f"parameter {self.name}={raw!r} is above its maximum {self.high:g}")
+                raise ParameterError(f"parameter {self.name}={raw!r} is above its maximum {self.high:.10g}")
         if self.choices is not None and value not in self.choices:
             raise ParameterError(f"parameter {self.name}={raw!r} must be one of: {', '.join(self.choices)}")
         return value
+
+    def _parse_list(self, raw: Any) -> list:
+        """`a,b,c` (or an already parsed list) as a list of `list_of`, each item checked as a parameter of its own."""
+        items = list(raw) if isinstance(raw, (list, tuple)) else [] if raw is None else str(raw).split(",")
+        items = [item.strip() if isinstance(item, str) else item for item in items]
+        fix = f"pass a comma-separated list, e.g. -P {self.name}={self.default}"
+        if not items or any(item == "" for item in items):
+            raise ParameterError(f"parameter {self.name}={raw!r} has an empty item or is empty; {fix}")
+        item_spec = Param(self.name, self.list_of, self.default, self.help, low=self.low, high=self.high,
+                          choices=self.choices)
+        values = []
+        for item in items:
+            try:
+                values.append(item_spec.parse(item))
+            except ParameterError as error:
+                raise ParameterError(f"{error} (item of {self.name}={raw!r}; {fix})") from None
+        return values
+
+    def text(self, value: Any) -> str:
+        """The value as given on the command line (lists comma-separated)."""
+        return ",".join(f"{item:g}" if isinstance(item, float) else str(item) for item in value) \
+            if self.list_of is not None and isinstance(value, (list, tuple)) else str(value)
 
 
 def _parse_bool(name: str, raw: Any) -> bool:
@@ -74,7 +99,7 @@ def _int(name, default, help, low=0, high=None):
     return Param(name, int, default, help, low=low, high=high)
 
 
-SEED = _int("seed", 0, "random seed; simulation k uses seed + k")
+SEED = _int("seed", 0, "random seed; simulation k uses seed + k - 1", high=2**32 - 1)
 PATIENCE = _int("patience", 5, "early-stopping patience in epochs", low=1)
 LBL_TRAI_SIZE = _int(
     "lbl_trai_size", 3000,
@@ -90,19 +115,24 @@ FEATURIZE = (
     _int("lbl_test_size", 6000, "clips drawn from the testing list", low=1),
     _int("synthetic_clips_per_word", 100, "clips per word of the synthetic corpus", low=10, high=5000),
     SEED,
+    Param("include_unknown_silence", bool, False, "keep the _unknown_ and _silence_ folders as classes (the "
+          "12-class Speech Commands protocol of most KWS papers); false drops every folder starting with _"),
 )
 
 PRETRAIN_HYPERPARAMETERS = (
     _int("embedding_dim", 75, "size of the embedding", low=1),
     _int("ae_epochs", 500, "maximum auto-encoder epochs", low=1),
+    _int("ae_min_epochs", 0, "auto-encoder epochs before early stopping may stop it (0 = the paper: from the "
+         "first); the raw-MFCC auto-encoder's validation loss can stall early and recover much later"),
     PATIENCE,
     Param("optimizer", str, "Adamax", "Keras optimizer of the auto-encoder",
           choices=("Adamax", "Adam", "Nadam", "RMSprop", "SGD")),
     _int("batch_size", 32, "auto-encoder batch size", low=1),
     Param("recipe", str, "paper",
           "preset of the options below: 'paper' (the published method), 'balanced' (standardised inputs and "
-          "positions, log-mel k-means anchors, balanced losses) or 'dtw' (as balanced, with DTW distances of the "
-          "MFCC to 32 exemplar clips as positions); options given explicitly override it",
+          "positions, log-mel k-means anchors, balanced losses), 'dtw' (as balanced, with DTW distances of the "
+          "MFCC to 32 exemplar clips as positions) or 'raw_dtw' (dtw's positions, the paper's raw MFCC; the best "
+          "on many speakers); options given explicitly override it",
           choices=tuple(RECIPES)),
     Param("standardize_inputs", bool, None, "standardise the MFCC with unlabelled-set statistics, inside the encoder "
           "(the reconstruction target is then the standardised MFCC); empty = from the recipe", optional=True),
@@ -154,9 +184,12 @@ STEPS: dict[str, tuple[Param, ...]] = {
         *FEATURIZE,
         *(p for p in PRETRAIN_HYPERPARAMETERS if p.name not in ("recipe", "position_loss_weight")),
         *(p for p in EVALUATE_HYPERPARAMETERS if p.name != "labelled_per_word"),
-        Param("recipes", str, "paper,balanced,dtw", "comma-separated recipes of the grid"),
-        Param("position_loss_weights", str, "0,1", "comma-separated position loss weights of the grid"),
-        Param("labelled_per_word", str, "5,10,20", "comma-separated labelled clips per word of the grid"),
+        Param("recipes", str, "paper,balanced,dtw", "comma-separated recipes of the grid", choices=tuple(RECIPES),
+              list_of=str),
+        Param("position_loss_weights", str, "0,1", "comma-separated position loss weights of the grid", low=0.0,
+              list_of=float),
+        Param("labelled_per_word", str, "5,10,20", "comma-separated labelled clips per word of the grid; 0 = draw "
+              "lbl_trai_size clips regardless of word", low=0, list_of=int),
         _int("num_simulations", 3, "simulations per cell of the grid", low=1),
         _int("parallel_simulations", 0, "simulations run at once, each in a worker process that runs that "
              "simulation of every cell; 0 = one per CPU core, 1 = one after the other in the main process"),
@@ -180,7 +213,34 @@ def parse_step_params(step: str, raw: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(raw) - set(specs))
     if unknown:
         raise ParameterError(f"unknown parameter(s) for {step}: {', '.join(unknown)}; known: {', '.join(specs)}")
-    return {name: spec.parse(raw.get(name, spec.default)) for name, spec in specs.items()}
+    params = {name: spec.parse(raw.get(name, spec.default)) for name, spec in specs.items()}
+    check_step_params(step, params)
+    return params
+
+
+MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit
+
+
+def check_step_params(step: str, params: dict[str, Any]) -> None:
+    """Checks that involve more than one parameter or the machine, before any work."""
+    import os
+    from pathlib import Path
+
+    results_path = params.get("results_path")
+    if step in ("main", "sweep", "summarize") and results_path and Path(results_path).expanduser().exists() \
+            and not Path(results_path).expanduser().is_dir():
+        raise ParameterError(f"parameter results_path={results_path!r} is an existing file, not a folder; "
+                             f"pass -P results_path=<a folder, new or existing> or move the file")
+    seed, simulations = params.get("seed"), params.get("num_simulations", 1)
+    if seed is not None and seed + simulations - 1 > MAX_SEED:
+        raise ParameterError(f"parameter seed={seed} with num_simulations={simulations}: simulation k uses seed + k - 1, "
+                             f"which must not exceed {MAX_SEED}; pass -P seed={max(0, MAX_SEED - simulations + 1)} "
+                             f"or smaller")
+    requested, cores = params.get("parallel_simulations"), os.cpu_count() or 1
+    if requested is not None and requested > cores:
+        raise ParameterError(f"parameter parallel_simulations={requested} is more than this machine's {cores} CPU "
+                             f"cores (each simulation is a TensorFlow worker process); pass -P parallel_simulations="
+                             f"{cores} or less (0 = one per core)")
 
 
 def mlproject_text() -> str:

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import registry, tracking, training
 from .corpus import UNLABELLED
+from .errors import UserError
 from .featurize import load_feature_set
 from .models import build_autoencoder
 from .recipes import mfcc_statistics, position_loss_scale, position_targets, resolve_recipe
@@ -19,19 +20,37 @@ log = logging.getLogger(__name__)
 VALIDATION_FRACTION = 0.1  # of the unlabelled clips, held out for early stopping
 
 
+def check_anchors(unlabelled_clips: int, options: dict, where: str = "") -> None:
+    """Refuse, before any training, more anchors (k-means centres or DTW exemplars) than unlabelled clips."""
+    if options["position_loss_weight"] > 0 and options["num_anchors"] > unlabelled_clips:
+        raise UserError(f"num_anchors={options['num_anchors']}{where} is more than the {unlabelled_clips} unlabelled "
+                        f"clips of the feature set (each anchor is a k-means centre of them). Fix: pass "
+                        f"-P num_anchors={max(1, unlabelled_clips)} or less, or a larger unlabeled_set_size/corpus")
+
+
+def check_anchors_of_run(featurize_run_id: str, options_list: list[dict]) -> None:
+    """`check_anchors` for each of `options_list`, with the unlabelled count the featurize run logged."""
+    metrics = mlflow.get_run(featurize_run_id).data.metrics
+    if f"clips_{UNLABELLED}" in metrics:
+        for options in options_list:
+            check_anchors(int(metrics[f"clips_{UNLABELLED}"]), options,
+                          f" (recipe {options['recipe']})" if "recipe" in options else "")
+
+
 def pretrain(featurize_run_id: str, embedding_dim: int, ae_epochs: int, patience: int, optimizer: str,
              batch_size: int, recipe: str, standardize_inputs: bool | None, standardize_positions: bool | None,
              position_features: str | None, num_anchors: int | None, position_loss_weight: float | None,
-             balance_losses: bool | None, seed: int) -> str:
+             balance_losses: bool | None, seed: int, ae_min_epochs: int = 0) -> str:
     """Run the pretrain step; returns the registered encoder's `models:/spatial-ae-encoder/N` URI."""
     options = resolve_recipe(recipe, standardize_inputs=standardize_inputs,
                              standardize_positions=standardize_positions, position_features=position_features,
                              num_anchors=num_anchors, position_loss_weight=position_loss_weight,
                              balance_losses=balance_losses)
     params = dict(featurize_run_id=featurize_run_id, embedding_dim=embedding_dim, ae_epochs=ae_epochs,
-                  patience=patience, optimizer=optimizer, batch_size=batch_size, seed=seed, **options)
+                  ae_min_epochs=ae_min_epochs, patience=patience, optimizer=optimizer, batch_size=batch_size, seed=seed, **options)
     tracking.check_tracking_server()
     feature_set = load_feature_set(featurize_run_id)
+    check_anchors(len(feature_set.indices(UNLABELLED)), options)
     with tracking.step_run("pretrain", params, run_name=f"pretrain-seed{seed}"):
         return train_and_register(feature_set, **params)
 
@@ -46,7 +65,8 @@ def train_and_register(feature_set, featurize_run_id: str, embedding_dim: int, a
                        optimizer: str, batch_size: int, seed: int, recipe: str = "paper",
                        standardize_inputs: bool | None = None, standardize_positions: bool | None = None,
                        position_features: str | None = None, num_anchors: int | None = None,
-                       position_loss_weight: float | None = None, balance_losses: bool | None = None) -> str:
+                       position_loss_weight: float | None = None, balance_losses: bool | None = None,
+                       ae_min_epochs: int = 0) -> str:
     """Train an auto-encoder in the active run, log and register its encoder; returns the registered URI.
 
     The recipe's options (overridden by those given) decide the inputs, the position targets and the loss weights.
@@ -56,6 +76,7 @@ def train_and_register(feature_set, featurize_run_id: str, embedding_dim: int, a
                              num_anchors=num_anchors, position_loss_weight=position_loss_weight,
                              balance_losses=balance_losses)
     x = feature_set.mfcc[feature_set.indices(UNLABELLED)]
+    check_anchors(len(x), options)
     normalizer = input_normalizer(x) if options["standardize_inputs"] else None
     reconstruction = x if normalizer is None else np.asarray(normalizer(x), dtype=np.float32)
     with_position = options["position_loss_weight"] > 0
@@ -84,7 +105,7 @@ def train_and_register(feature_set, featurize_run_id: str, embedding_dim: int, a
         return {"reconstruction": reconstruction[rows]} | ({"position": positions[rows]} if with_position else {})
 
     fit(autoencoder, x[train], targets(train), (x[val], targets(val)), epochs=ae_epochs, patience=patience,
-        batch_size=batch_size, prefix="ae")
+        batch_size=batch_size, prefix="ae", min_epochs=ae_min_epochs)
     audio_uri, keras_uri = registry.log_encoder(encoder, x[:5])
     dataset = mlflow.get_run(featurize_run_id).data.tags.get("dataset", "")
     return registry.register(audio_uri, tags={

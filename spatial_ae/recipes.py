@@ -9,6 +9,8 @@
 - `dtw`: as `balanced`, but positions are dynamic-time-warping distances of the clip's MFCC frame sequence
   to 32 exemplar clips of the unlabelled set: a position that does not depend on when, or how fast, the word
   is said (cosine distances of whole spectrograms mostly do, and carry little word information).
+- `raw_dtw`: as `dtw`, with the paper's raw MFCC in and out: standardising the input loses words across many
+  speakers (docs/RESULTS.md), the DTW position is kept.
 
 Options given explicitly (not None) override the recipe's.
 """
@@ -28,6 +30,8 @@ RECIPES = {
                      num_anchors=8, position_loss_weight=1.0, balance_losses=True),
     "dtw": dict(standardize_inputs=True, standardize_positions=True, position_features="mfcc_dtw",
                 num_anchors=32, position_loss_weight=1.0, balance_losses=True),
+    "raw_dtw": dict(standardize_inputs=False, standardize_positions=True, position_features="mfcc_dtw",
+                    num_anchors=32, position_loss_weight=1.0, balance_losses=True),
 }
 POSITION_FEATURES = ("power_mel", "log_mel", "mfcc_dtw")
 POSITION_OPTIONS = ("recipe", "standardize_positions", "position_features", "num_anchors", "balance_losses")

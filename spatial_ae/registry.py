@@ -43,8 +43,6 @@ def pinned_requirements() -> list[str]:
 
 def log_encoder(encoder: keras.Model, example_mfcc: np.ndarray) -> tuple[str, str]:
     """Log the Keras encoder (MFCC in) and the raw-audio pyfunc wrapping it; returns their model URIs."""
-    from .encoder_model import AudioEncoder
-
     example = np.asarray(example_mfcc[:5], dtype=np.float32)
     keras_info = mlflow.keras.log_model(encoder, name="keras_encoder",
                                         signature=infer_signature(example, encoder.predict(example, verbose=0)),
@@ -52,10 +50,17 @@ def log_encoder(encoder: keras.Model, example_mfcc: np.ndarray) -> tuple[str, st
     with tempfile.TemporaryDirectory() as tmp:
         keras_file = Path(tmp) / "encoder.keras"
         encoder.save(keras_file)
-        audio_info = mlflow.pyfunc.log_model(name="encoder", python_model=AudioEncoder(),
-                                             artifacts={"keras_encoder": str(keras_file)},
-                                             code_paths=[str(PACKAGE_DIR)], pip_requirements=pinned_requirements())
-    return audio_info.model_uri, keras_info.model_uri
+        audio_uri = log_audio_model("encoder", "encoder.py", {"keras_encoder": keras_file})
+    return audio_uri, keras_info.model_uri
+
+
+def log_audio_model(name: str, model_file: str, artifacts: dict[str, Path]) -> str:
+    """Log a raw-audio pyfunc as models-from-code (`model_files/<model_file>` is what loading runs) with its
+    Keras weights as `.keras` artifacts: loading unpickles nothing. Returns the model URI."""
+    info = mlflow.pyfunc.log_model(name=name, python_model=str(PACKAGE_DIR / "model_files" / model_file),
+                                   artifacts={key: str(path) for key, path in artifacts.items()},
+                                   code_paths=[str(PACKAGE_DIR)], pip_requirements=pinned_requirements())
+    return info.model_uri
 
 
 def register(model_uri: str, tags: dict[str, str], name: str = ENCODER_NAME) -> str:

@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from . import parallel, tracking
 from .evaluate import EMBEDDING_DNN, MFCC_CNN, MFCC_DNN
 from .featurize import featurize
+from .pretrain import check_anchors_of_run
 from .recipes import resolve_recipe
 from .summarize import describe
 from .workflow import SimulationsFailed, failure_line, feature_set_of, run_in_workers, run_simulation, workflow_key
@@ -34,15 +35,19 @@ MODELS = (EMBEDDING_DNN, MFCC_DNN, MFCC_CNN)
 CSV_NAME, FIGURE_NAME = "sweep.csv", "label_efficiency.png"
 
 
-def parse_list(text: str, kind: type, name: str) -> list:
-    """`a,b,c` as a list of `kind`."""
-    try:
-        values = [kind(item.strip()) for item in str(text).split(",") if item.strip()]
-    except ValueError:
-        raise ValueError(f"{name}={text!r}: expected a comma-separated list of {kind.__name__}") from None
-    if not values:
-        raise ValueError(f"{name} is empty")
-    return values
+GRID_PARAMS = ("recipes", "position_loss_weights", "labelled_per_word")
+
+
+def parse_list(text, name: str) -> list:
+    """The grid parameter `name` (`a,b,c` or a list) as a checked list, by its declaration in params.py
+    (ParameterError, a one-line `error:`, for a bad item)."""
+    return _grid_spec(name).parse(text)
+
+
+def _grid_spec(name: str):
+    from .params import STEPS
+
+    return next(spec for spec in STEPS[SWEEP] if spec.name == name)
 
 
 @dataclass(frozen=True)
@@ -66,27 +71,30 @@ class Cell:
 
 def sweep(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_size: int,
           synthetic_clips_per_word: int, seed: int, embedding_dim: int, ae_epochs: int, patience: int,
-          optimizer: str, batch_size: int, dnn_epochs: int, cnn_epochs: int, recipes: str,
-          position_loss_weights: str, labelled_per_word: str, num_simulations: int, results_path: str,
+          optimizer: str, batch_size: int, dnn_epochs: int, cnn_epochs: int, recipes: list[str] | str,
+          position_loss_weights: list[float] | str, labelled_per_word: list[int] | str, num_simulations: int,
+          results_path: str,
           standardize_inputs: bool | None = None, standardize_positions: bool | None = None,
           position_features: str | None = None, num_anchors: int | None = None,
-          balance_losses: bool | None = None, parallel_simulations: int = 0) -> str:
+          balance_losses: bool | None = None, parallel_simulations: int = 0,
+          include_unknown_silence: bool = False, ae_min_epochs: int = 0) -> str:
     """Run the grid; returns the sweep's run id. Options given explicitly override every recipe's.
     `parallel_simulations`: worker processes (0 = one per core); worker k runs simulation k of every cell."""
     params = dict(locals())
     overrides = dict(standardize_inputs=standardize_inputs, standardize_positions=standardize_positions,
                      position_features=position_features, num_anchors=num_anchors, balance_losses=balance_losses)
-    grid = (parse_list(recipes, str, "recipes"), parse_list(position_loss_weights, float, "position_loss_weights"),
-            parse_list(labelled_per_word, int, "labelled_per_word"))
-    settings = dict(embedding_dim=embedding_dim, ae_epochs=ae_epochs, patience=patience, optimizer=optimizer,
-                    batch_size=batch_size, dnn_epochs=dnn_epochs, cnn_epochs=cnn_epochs, lbl_trai_size=lbl_trai_size)
+    grid = tuple(parse_list(params[name], name) for name in GRID_PARAMS)
+    params.update({name: _grid_spec(name).text(values) for name, values in zip(GRID_PARAMS, grid)})  # logged as given
+    settings = dict(embedding_dim=embedding_dim, ae_epochs=ae_epochs, ae_min_epochs=ae_min_epochs, patience=patience,
+                    optimizer=optimizer, batch_size=batch_size, dnn_epochs=dnn_epochs, cnn_epochs=cnn_epochs, lbl_trai_size=lbl_trai_size)
     processes = parallel.simulation_processes(parallel_simulations, num_simulations)
     tracking.check_tracking_server()
     with tracking.step_run(SWEEP, params, run_name="sweep") as parent:
         featurize_run_id = featurize(dataset, unlabeled_set_size, lbl_trai_size, lbl_test_size,
-                                     synthetic_clips_per_word, seed)
+                                     synthetic_clips_per_word, seed, include_unknown_silence)
         mlflow.set_tag("featurize_run_id", featurize_run_id)
         cells = grid_cells(featurize_run_id, grid, settings, overrides, seed)
+        check_anchors_of_run(featurize_run_id, [cell.pretrain_settings for cell in cells])  # before any training
         if processes > 1:
             rows, failed = _run_in_workers(parent.info.run_id, featurize_run_id, cells, num_simulations, seed,
                                            processes)
@@ -119,7 +127,8 @@ def grid_cells(featurize_run_id: str, grid: tuple[list, list, list], settings: d
         for weight in grid[1]:
             options = resolve_recipe(recipe, position_loss_weight=weight, **overrides)
             pretrain_settings = {name: settings[name] for name in
-                                 ("embedding_dim", "ae_epochs", "patience", "optimizer", "batch_size")} | options
+                                 ("embedding_dim", "ae_epochs", "ae_min_epochs", "patience", "optimizer",
+                                  "batch_size")} | options
             for per_word in grid[2]:
                 evaluate_settings = {name: settings[name] for name in
                                      ("dnn_epochs", "cnn_epochs", "patience", "lbl_trai_size")}

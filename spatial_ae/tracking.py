@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,8 +31,11 @@ INTERRUPTED_TAG = "spatial_ae.interrupted"  # "received signal N" on runs ended 
 
 
 def check_tracking_server() -> None:
-    """Stop at once, before any work, when an HTTP tracking server is down or unreachable."""
+    """Stop at once, before any work, when an HTTP tracking server is down or unreachable, or a local SQLite store
+    is read-only; a new SQLite store is created under a lock (see prepare_sqlite_store)."""
     uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        prepare_sqlite_store(Path(uri[len("sqlite:///"):]))
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -40,6 +47,43 @@ def check_tracking_server() -> None:
             f"(e.g. `mlflow server --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000`) "
             f"or unset MLFLOW_TRACKING_URI to use the local SQLite store."
         ) from None
+
+
+def check_artifact_location(experiment_id: str) -> None:
+    """A local artifact folder that is not writable stops the command before its first run, with one error
+    (it gave a "disk I/O error" traceback per artifact and left runs RUNNING)."""
+    location = MlflowClient().get_experiment(experiment_id).artifact_location
+    if location.startswith("file:"):
+        folder = Path(urllib.parse.urlparse(location).path)
+    elif "://" in location:
+        return  # a server or object store: its own errors
+    else:
+        folder = Path(location)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise UserError(f"the artifact folder {folder} of experiment {experiment_id} is read-only ({existing} is not "
+                        f"writable): make it writable, or use an experiment whose artifact location is writable")
+
+
+_prepared_stores: set[Path] = set()
+
+
+def prepare_sqlite_store(path: Path) -> None:
+    """Check that the SQLite file and its folder are writable (one clear error rather than a traceback per write),
+    then create or migrate the store holding `<file>.lock`: two processes creating one store at once made one fail
+    in MLflow's schema migration ("table _alembic_tmp_metrics already exists")."""
+    path = path.resolve()
+    if path in _prepared_stores:
+        return
+    read_only = [p for p in (path, path.parent) if p.exists() and not os.access(p, os.W_OK)]
+    if read_only:
+        raise UserError(f"the MLflow store {path} is read-only ({read_only[0]} is not writable): make the file and "
+                        f"its folder writable, or set MLFLOW_TRACKING_URI to a writable store")
+    if path.parent.is_dir():
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed, also if this process dies
+            MlflowClient().search_experiments(max_results=1)  # creates the tables or migrates them
+    _prepared_stores.add(path)
 
 
 def find_finished_run(step: str, key: str, experiment_id: str | None = None) -> mlflow.entities.Run | None:
@@ -71,6 +115,7 @@ def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key
     """
     nested = mlflow.active_run() is not None
     if not nested and parent_run_id is None:  # a command's first step (a worker's steps need not repeat it)
+        check_artifact_location(current_experiment_id())
         close_runs_of_ended_processes(current_experiment_id())
     with contextlib.nullcontext() if nested else interruptions.raised_as_exceptions():
         run = mlflow.start_run(run_name=run_name, nested=nested, parent_run_id=parent_run_id)
@@ -114,20 +159,92 @@ def _param_value(value: Any) -> str:
     return str(value)[:6000]
 
 
+@contextlib.contextmanager
+def claimed(key: str) -> Iterator[None]:
+    """Hold an exclusive claim on `key` (e.g. one simulation of one workflow) for the block, so that a second
+    identical workflow waits for the first and then finds its finished run instead of running it again.
+
+    SQLite stores only: an `fcntl.flock` in `<db>.claims/` beside the file (released if the holder dies). Other
+    stores (HTTP server) are not claimed: identical workflows on a server may still duplicate simulations."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    folder = Path(uri[len("sqlite:///"):]).resolve()
+    folder = folder.with_name(folder.name + ".claims")
+    folder.mkdir(exist_ok=True)
+    with open(folder / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+DIGEST_TAG = "spatial_ae.sha256."  # + artifact folder: digest of the folder as logged (see folder_digest)
+CACHE_RUNS_VARIABLE = "SPATIAL_AE_ARTIFACT_CACHE_RUNS"  # how many runs' artifacts the local cache keeps
+CACHE_RUNS_DEFAULT = 8
+
+
+def folder_digest(folder: Path) -> str:
+    """sha256 over the relative names and contents of the files under `folder` (the cache marker excluded)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != ".complete"):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def log_folder_digest(folder: Path, artifact_path: str) -> None:
+    """Tag the active run with the digest of `folder`, logged as `artifact_path`, so cached copies can be checked."""
+    mlflow.set_tag(DIGEST_TAG + artifact_path, folder_digest(folder))
+
+
+def artifact_cache() -> Path:
+    return Path(tempfile.gettempdir()) / f"spatial_ae-artifacts-{os.getuid()}"
+
+
 def download_run_artifacts(run_id: str, artifact_path: str) -> Path:
-    """Local copy of a run's artifact folder, cached per run so simulations download it once."""
-    cache = Path(tempfile.gettempdir()) / f"spatial_ae-artifacts-{os.getuid()}" / run_id / artifact_path
-    marker = cache / ".complete"
-    if not marker.exists():
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=cache.parent))
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(staging))
-        (Path(local) / ".complete").touch()
-        try:
-            os.replace(local, cache)
-        except OSError:  # another process placed it first
-            pass
+    """Local copy of a run's artifact folder, cached per run so simulations download it once.
+
+    A copy that does not match the digest the run logged (edited, truncated) is downloaded again; the cache keeps
+    the newest SPATIAL_AE_ARTIFACT_CACHE_RUNS runs (default 8) and evicts the least recently used."""
+    cache = artifact_cache() / run_id / artifact_path
+    expected = MlflowClient().get_run(run_id).data.tags.get(DIGEST_TAG + artifact_path)
+    for _ in range(2):  # a mismatching copy is downloaded once more
+        if not (cache / ".complete").exists():
+            _download_into(cache, run_id, artifact_path)
+        if expected is None or folder_digest(cache) == expected:
+            break
+        log.warning("cached artifacts %s do not match run %s's digest: downloading them again", cache, run_id)
+        shutil.rmtree(cache, ignore_errors=True)
+    else:
+        raise UserError(f"artifacts '{artifact_path}' of run {run_id} do not match the digest the run logged: "
+                        "the store's copy changed after it was logged")
+    os.utime(cache.parent)  # recently used: evicted last
+    _evict_cache(keep=cache.parent)
     return cache
+
+
+def _download_into(cache: Path, run_id: str, artifact_path: str) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=cache.parent))
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(staging))
+    (Path(local) / ".complete").touch()
+    try:
+        os.replace(local, cache)
+    except OSError:  # another process placed it first
+        pass
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _evict_cache(keep: Path) -> None:
+    """Remove the least recently used run folders beyond the cache's bound (never `keep`)."""
+    limit = max(1, int(os.environ.get(CACHE_RUNS_VARIABLE) or CACHE_RUNS_DEFAULT))
+    runs = sorted((p for p in artifact_cache().iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime,
+                  reverse=True)
+    for old in [p for p in runs if p != keep][limit - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def start_child_run(parent_run_id: str, step: str, params: dict[str, Any], run_name: str, key: str) -> str:

@@ -116,11 +116,13 @@ class EpochLogger(keras.callbacks.Callback):
 
 
 def fit(model: keras.Model, x, y, validation: tuple, *, epochs: int, patience: int, batch_size: int,
-        prefix: str) -> keras.callbacks.History:
-    """Fit with early stopping on the validation loss (best weights restored) and per-epoch MLflow logging."""
+        prefix: str, min_epochs: int = 0) -> keras.callbacks.History:
+    """Fit with early stopping on the validation loss (best weights restored; not before `min_epochs`) and
+    per-epoch MLflow logging."""
     if TRAINING_PATH not in TRAINING_PATHS:
         raise ValueError(f"SPATIAL_AE_TRAINING / TRAINING_PATH must be one of {TRAINING_PATHS}, not {TRAINING_PATH!r}")
-    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True,
+                                            start_from_epoch=min_epochs)
     callbacks = [stopper, EpochLogger(prefix, epochs)]
     if TRAINING_PATH == "plain":
         trainee = model

@@ -20,7 +20,7 @@ from . import parallel, tracking, training
 from .errors import UserError
 from .evaluate import evaluate_encoder
 from .featurize import featurize, load_feature_set
-from .pretrain import train_and_register
+from .pretrain import check_anchors_of_run, train_and_register
 from .recipes import encoder_identity, resolve_recipe
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ def main(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_siz
          results_path: str, recipe: str = "paper", standardize_inputs: bool | None = None,
          standardize_positions: bool | None = None, position_features: str | None = None,
          num_anchors: int | None = None, position_loss_weight: float | None = None,
-         balance_losses: bool | None = None, labelled_per_word: int = 0, parallel_simulations: int = 0) -> str:
+         balance_losses: bool | None = None, labelled_per_word: int = 0, parallel_simulations: int = 0,
+         include_unknown_silence: bool = False, ae_min_epochs: int = 0) -> str:
     """Run the whole experiment; returns the parent run id. The recipe's options are resolved (and logged)
     here; explicit options override the recipe. `parallel_simulations`: worker processes (0 = one per core)."""
     from .summarize import summarize_workflow
@@ -59,8 +60,10 @@ def main(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_siz
     tracking.check_tracking_server()
     with tracking.step_run("main", params, run_name="main") as parent:
         featurize_run_id = featurize(dataset, unlabeled_set_size, lbl_trai_size, lbl_test_size,
-                                     synthetic_clips_per_word, seed)
-        pretrain_settings = dict(embedding_dim=embedding_dim, ae_epochs=ae_epochs, patience=patience,
+                                     synthetic_clips_per_word, seed, include_unknown_silence)
+        check_anchors_of_run(featurize_run_id, [options])  # before any training
+        pretrain_settings = dict(embedding_dim=embedding_dim, ae_epochs=ae_epochs, ae_min_epochs=ae_min_epochs,
+                                 patience=patience,
                                  optimizer=optimizer, batch_size=batch_size, **options)
         evaluate_settings = dict(dnn_epochs=dnn_epochs, cnn_epochs=cnn_epochs, patience=patience,
                                  lbl_trai_size=lbl_trai_size, labelled_per_word=labelled_per_word)
@@ -151,6 +154,7 @@ def _start_worker(tracking_uri: str, experiment_id: str, training_path: str, pro
     """Set up a worker process: the parent's store and experiment, its log level, training path and threads."""
     from .cli import LOG_FORMAT, enable_crash_reports
 
+    parallel.die_with_parent()  # no orphan may take queued simulations after `main` was killed
     os.environ.pop("MLFLOW_RUN_ID", None)  # the parent's run (under `mlflow run`) is not this process's run
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     mlflow.set_tracking_uri(tracking_uri)
@@ -190,26 +194,27 @@ def run_simulation(feature_set, featurize_run_id: str, key: str, index: int, see
     baselines are not retrained. `parent_run_id`: the main run, when this runs in a worker process.
     """
     simulation_key = f"{key}-{index}"
-    previous = finished_simulation(key, index)
-    if previous is not None:
-        return previous.info.run_id
-    params = {"simulation": index, "seed": seed, "featurize_run_id": featurize_run_id,
-              **pretrain_settings, **evaluate_settings}
-    with tracking.step_run(SIMULATION, params, run_name=f"simulation-{index:02d}", key=simulation_key,
-                           tags={WORKFLOW_TAG: key, SIMULATION_TAG: str(index)}, parent_run_id=parent_run_id) as run:
-        encoder_key = json.dumps({**encoder_identity(pretrain_settings), "seed": seed}, sort_keys=True)
-        encoder_uri = (cache or {}).get(encoder_key)
-        if encoder_uri is None:
-            log.info("simulation %d (seed %d): pretraining", index, seed)
-            encoder_uri = train_and_register(feature_set, featurize_run_id=featurize_run_id, seed=seed,
-                                             **pretrain_settings)
-            if cache is not None:
-                cache[encoder_key] = encoder_uri
-        mlflow.set_tag("encoder_uri", encoder_uri)
-        log.info("simulation %d: evaluating %s", index, encoder_uri)
-        evaluate_encoder(feature_set, featurize_run_id=featurize_run_id, encoder_uri=encoder_uri, seed=seed,
-                         baselines=cache, **evaluate_settings)
-        return run.info.run_id
+    with tracking.claimed(simulation_key):  # the same simulation of an identical workflow at once: wait, reuse
+        previous = finished_simulation(key, index)
+        if previous is not None:
+            return previous.info.run_id
+        params = {"simulation": index, "seed": seed, "featurize_run_id": featurize_run_id,
+                  **pretrain_settings, **evaluate_settings}
+        with tracking.step_run(SIMULATION, params, run_name=f"simulation-{index:02d}", key=simulation_key,
+                               tags={WORKFLOW_TAG: key, SIMULATION_TAG: str(index)}, parent_run_id=parent_run_id) as run:
+            encoder_key = json.dumps({**encoder_identity(pretrain_settings), "seed": seed}, sort_keys=True)
+            encoder_uri = (cache or {}).get(encoder_key)
+            if encoder_uri is None:
+                log.info("simulation %d (seed %d): pretraining", index, seed)
+                encoder_uri = train_and_register(feature_set, featurize_run_id=featurize_run_id, seed=seed,
+                                                 **pretrain_settings)
+                if cache is not None:
+                    cache[encoder_key] = encoder_uri
+            mlflow.set_tag("encoder_uri", encoder_uri)
+            log.info("simulation %d: evaluating %s", index, encoder_uri)
+            evaluate_encoder(feature_set, featurize_run_id=featurize_run_id, encoder_uri=encoder_uri, seed=seed,
+                             baselines=cache, **evaluate_settings)
+            return run.info.run_id
 
 
 def simulation_runs(parent_run_id: str) -> list[mlflow.entities.Run]:

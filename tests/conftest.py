@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SPATIAL_AE_SHARED_DATA", REPO.parent / "shared" / "data"))
 SPEECH_COMMANDS_SAMPLE = SHARED_DATA / "speech_commands_v0.01_sample"
 FSDD = SHARED_DATA / "fsdd"
+SPEECH_COMMANDS_DEV = SHARED_DATA / "speech_commands_v0.02_dev"
 
 # Small sizes that keep the suite fast; the paper's sizes are the parameters' defaults.
 SMALL_CLIPS_PER_WORD = 12
@@ -40,6 +41,13 @@ def speech_commands_sample() -> Path:
     if not SPEECH_COMMANDS_SAMPLE.is_dir():
         pytest.skip(f"real Speech Commands sample not found at {SPEECH_COMMANDS_SAMPLE}")
     return SPEECH_COMMANDS_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def speech_commands_dev() -> Path:
+    if not (SPEECH_COMMANDS_DEV / "testing_list.txt").is_file():
+        pytest.skip(f"Speech Commands v0.02 dev subset not found at {SPEECH_COMMANDS_DEV}")
+    return SPEECH_COMMANDS_DEV
 
 
 @pytest.fixture(scope="session")

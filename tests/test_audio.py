@@ -157,3 +157,119 @@ def test_real_speech_commands_clips_equal_librosa_load():
         used = min(len(original), CLIP_SAMPLES)
         np.testing.assert_array_equal(clip[:used], original[:used])
         assert not clip[used:].any()
+
+
+def wav_header(rate: int, data_bytes: int, channels: int = 1) -> bytes:
+    """A 16-bit PCM WAV header declaring `rate` Hz and a `data_bytes` data chunk."""
+    import struct
+
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, (rate * 2 * channels) & 0xFFFFFFFF, 2 * channels, 16)
+    return (b"RIFF" + (36 + data_bytes).to_bytes(4, "little") + b"WAVE" + b"fmt " + (16).to_bytes(4, "little")
+            + fmt + b"data" + data_bytes.to_bytes(4, "little"))
+
+
+def load_with_timeout(path, seconds=10.0):
+    """load_clip in a thread, so that a regression (a blocking open) fails the test instead of hanging it."""
+    import threading
+
+    outcome = {}
+
+    def target():
+        try:
+            outcome["clip"] = load_clip(path)
+        except BaseException as error:  # noqa: BLE001 - reported to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"load_clip({path}) still running after {seconds} s"
+    return outcome
+
+
+def test_fifo_named_wav_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    outcome = load_with_timeout(fifo, 5)
+    assert isinstance(outcome.get("error"), AudioError)
+    assert "pipe.wav" in str(outcome["error"]) and "FIFO" in str(outcome["error"])
+
+
+def test_devices_and_folders_are_refused(tmp_path):
+    outcome = load_with_timeout("/dev/zero", 5)
+    assert isinstance(outcome.get("error"), AudioError) and "/dev/zero" in str(outcome["error"])
+    assert "device" in str(outcome["error"])
+    (tmp_path / "folder.wav").mkdir()
+    with pytest.raises(AudioError, match="folder"):
+        load_clip(tmp_path / "folder.wav")
+    (tmp_path / "link.wav").symlink_to("/dev/zero")  # links are followed, then refused
+    with pytest.raises(AudioError, match="device"):
+        load_clip(tmp_path / "link.wav")
+
+
+@pytest.mark.parametrize("rate", [4294967291, 4000037, 999, 0])
+def test_absurd_header_sample_rates_are_refused_fast(tmp_path, rate):
+    import time
+
+    path = tmp_path / f"rate_{rate}.wav"
+    path.write_bytes(wav_header(rate, 32000) + np.zeros(16000, "<i2").tobytes())
+    start = time.perf_counter()
+    outcome = load_with_timeout(path, 10)
+    assert isinstance(outcome.get("error"), AudioError), outcome
+    assert "sample rate" in str(outcome["error"]) and f"rate_{rate}.wav" in str(outcome["error"])
+    assert time.perf_counter() - start < 1.0
+
+
+def test_odd_sample_rate_resamples_fast(tmp_path):
+    import time
+
+    path = tmp_path / "odd.wav"
+    soundfile.write(path, sine(1000, 1.0, 383999), 383999, subtype="PCM_16")
+    import scipy.signal  # noqa: F401 - its import (seconds on a busy machine) is not the resampling
+    start = time.perf_counter()
+    clip = load_clip(path)
+    assert time.perf_counter() - start < 1.0
+    assert abs(peak_frequency(clip) - 1000) <= 2.0
+
+
+def test_huge_sparse_wav_is_refused_without_reading_it(tmp_path):
+    import resource
+
+    path = tmp_path / "huge.wav"
+    with open(path, "wb") as file:
+        file.write(wav_header(16000, 3 * 2 ** 30 - 44))
+        file.truncate(3 * 2 ** 30)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(AudioError, match="huge.wav: 3221225472 bytes, more than"):
+        load_clip(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: no GB read
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24"])  # the numpy parser and the soundfile path
+def test_only_the_first_second_of_a_long_file_is_read(tmp_path, subtype):
+    import resource
+
+    path = tmp_path / "long.wav"
+    soundfile.write(path, sine(440, 2.0, 16000), 16000, subtype=subtype)
+    expected = load_clip(path)
+    data_bytes = path.stat().st_size - 44
+    big = 200 * 2 ** 20  # under MAX_FILE_BYTES: accepted, but only ~1.1 s of it is read
+    with open(path, "r+b") as file:
+        file.seek(4)
+        file.write((big - 8).to_bytes(4, "little"))
+        file.seek(40)
+        file.write((big - 44).to_bytes(4, "little"))
+        file.truncate(big)
+    assert data_bytes < big
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    np.testing.assert_array_equal(load_clip(path), expected)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB: not 200 MB
+
+
+def test_absurd_float_samples_are_refused():
+    with pytest.raises(AudioError, match="not audio"):
+        to_clip(np.full(16000, 1e20, np.float32), SAMPLE_RATE, max_abs=1e3)
+    # without max_abs (load_clip for featurize, which skips clips whose features overflow): kept
+    assert to_clip(np.full(16000, 1e20, np.float32), SAMPLE_RATE).max() == np.float32(1e20)
+    with pytest.raises(AudioError, match="NaN or infinite"):
+        to_clip(np.full(16000, np.inf), SAMPLE_RATE)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from spatial_ae.corpus import TEST, TRAIN, UNLABELLED, CorpusError, open_corpus, read_corpus_dir
+from spatial_ae.corpus import TEST, TRAIN, UNKNOWN_SILENCE, UNLABELLED, CorpusError, open_corpus, read_corpus_dir
 from spatial_ae.synthetic import WORDS_V001, which_set
 
 
@@ -114,3 +114,21 @@ def test_bad_fsdd_speaker_choice_names_it_and_the_fix(tmp_path, choice, named):
     assert named in str(error.value)
     assert f"Fix: write fsdd:{tmp_path}:labelled=<speaker>,test=<speaker>" in str(error.value)
     assert "george, jackson, lucas, nicolas, theo, yweweler" in str(error.value)
+
+
+def test_unknown_and_silence_are_classes_only_when_asked(speech_commands_dev):
+    """The dev subset's `_unknown_` and `_silence_` folders: left out by default (with a warning that says how to
+    keep them, and their list entries not miscounted as missing), classes with include_unknown_silence."""
+    keywords = open_corpus(str(speech_commands_dev))
+    assert len(keywords.words) == 10 and not set(UNKNOWN_SILENCE) & set(keywords.words)
+    assert any("include_unknown_silence=true" in message for message in keywords.warnings)
+    assert not any("entries name clips not in" in message for message in keywords.warnings)
+
+    twelve = open_corpus(str(speech_commands_dev), include_unknown_silence=True)
+    assert set(twelve.words) == set(keywords.words) | set(UNKNOWN_SILENCE)
+    assert twelve.name.endswith("+unknown_silence") and twelve.fingerprint() != keywords.fingerprint()
+    listed = {line.strip() for name in ("validation_list.txt", "testing_list.txt")
+              for line in (speech_commands_dev / name).read_text().splitlines() if line.strip()}
+    by_split = {clip.path: clip.split for clip in twelve.clips}
+    unknown_listed = [path for path in listed if path.startswith(UNKNOWN_SILENCE)]
+    assert unknown_listed and all(by_split[path] != "unlabelled" for path in unknown_listed)

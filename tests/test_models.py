@@ -131,3 +131,24 @@ def test_training_pipeline_is_not_autotuned():
     dataset = training._dataset(np.zeros((4, 2)), np.zeros(4), 2, shuffle=True)
     assert dataset.options().autotune.enabled is False
     assert [batch[0].shape[0] for batch in dataset] == [2, 2]
+
+
+@pytest.mark.parametrize("path", ["fast", "plain"])
+def test_early_stopping_waits_for_min_epochs(monkeypatch, path):
+    """A validation loss that rises from the first epoch stops the fit after `patience` epochs, but not before
+    `min_epochs` (the auto-encoder's `ae_min_epochs`)."""
+    monkeypatch.setattr(training, "TRAINING_PATH", path)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = x @ np.ones((4, 1), np.float32)
+
+    def epochs_run(min_epochs: int) -> int:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+        history = training.fit(model, x, y, (x, -y), epochs=12, patience=1, batch_size=16, prefix="t",
+                               min_epochs=min_epochs)
+        return len(history.history["loss"])
+
+    assert epochs_run(0) <= 3  # the validation target is the opposite of the training one: it only gets worse
+    assert epochs_run(8) >= 9

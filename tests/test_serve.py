@@ -7,6 +7,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -46,28 +47,47 @@ def post(url, body):
         return np.asarray(json.loads(response.read())["predictions"], dtype=np.float32)
 
 
-def test_pyfunc_and_mlflow_models_serve(sqlite_tracking, speech_commands_sample, tmp_path):
-    registered_encoder(speech_commands_sample, ae_epochs=2)
+def start_server(tmp_path):
+    """`mlflow models serve` of the champion in this environment (its env: SPATIAL_AE_AUDIO_ROOT...)."""
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", CHAMPION, "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    return server, log, f"http://127.0.0.1:{port}"
+
+
+def wait_for_ping(server, url, tmp_path, seconds=180):
+    deadline = time.time() + seconds
+    while True:
+        assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        assert time.time() < deadline, f"mlflow models serve did not answer /ping in {seconds} s"
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(1)
+
+
+def stop_server(server, log):
+    os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+    log.close()
+
+
+def test_pyfunc_and_mlflow_models_serve(sqlite_tracking, speech_commands_sample, tmp_path, monkeypatch):
+    registered_encoder(speech_commands_sample, ae_epochs=2)
+    paths = fsdd_or_sample_wavs(speech_commands_sample)
+    monkeypatch.setenv("SPATIAL_AE_AUDIO_ROOT", os.path.dirname(paths[0]))  # paths are opt-in and confined
+    server, log, url = start_server(tmp_path)
     try:
         model = mlflow.pyfunc.load_model(CHAMPION)  # checked while the server starts
-        paths = fsdd_or_sample_wavs(speech_commands_sample)
         check_pyfunc_inputs(model, paths)
-        deadline = time.time() + 180
-        while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            assert time.time() < deadline, "mlflow models serve did not answer /ping in 180 s"
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2):
-                    break
-            except (urllib.error.URLError, OSError):
-                time.sleep(1)
+        wait_for_ping(server, url, tmp_path)
         waveforms = np.random.default_rng(1).normal(0, 0.1, (2, 16000)).astype(np.float32)
         served = post(f"{url}/invocations", {"inputs": waveforms.tolist()})
         assert served.shape == (2, 75)
@@ -76,9 +96,18 @@ def test_pyfunc_and_mlflow_models_serve(sqlite_tracking, speech_commands_sample,
         assert served.shape == (len(paths), 75)
         assert np.allclose(served, model.predict(paths), atol=1e-4)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
+        stop_server(server, log)
+
+
+def test_registered_encoder_loads_without_unpickling(sqlite_tracking, speech_commands_sample):
+    """Issue 22 item 5: the pyfunc is models-from-code with `.keras` weights; no pickle in the artifact."""
+    import yaml
+
+    registered_encoder(speech_commands_sample, ae_epochs=1)
+    folder = Path(mlflow.artifacts.download_artifacts(CHAMPION))
+    pickles = [p.name for p in folder.rglob("*") if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
+    assert not pickles, pickles
+    flavor = yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["python_function"]
+    assert flavor.get("model_code_path", "").endswith("encoder.py") and "python_model" not in flavor, flavor
+    assert sorted(p.suffix for p in (folder / "artifacts").iterdir()) == [".keras"]
+    assert mlflow.pyfunc.load_model(CHAMPION).predict(np.zeros((1, 16000), np.float32)).shape == (1, 75)
