@@ -123,9 +123,10 @@ def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri
     for model, report in reports.items():
         summary |= report.summary_metrics(model)
     summary["accuracy_difference"] = reports[EMBEDDING_DNN].accuracy - reports[MFCC_CNN].accuracy
+    summary[f"{EMBEDDING_DNN}_validation_accuracy"] = reports[EMBEDDING_DNN].validation_accuracy
     mlflow.log_metrics(summary)
     _log_tables(reports, feature_set, embeddings)
-    registry.record_accuracy(encoder_uri, reports[EMBEDDING_DNN].accuracy)
+    registry.record_accuracy(encoder_uri, reports[EMBEDDING_DNN].accuracy, reports[EMBEDDING_DNN].validation_accuracy)
     log.info("evaluate: %s", ", ".join(f"{model} accuracy {report.accuracy:.3f}" for model, report in reports.items()))
     return summary
 
@@ -136,7 +137,10 @@ def train_and_test(model: keras.Model, optimizer, inputs: np.ndarray, labels: np
     fit(model, inputs[train], labels[train], (inputs[stop], labels[stop]), epochs=epochs, patience=patience,
         batch_size=CLASSIFIER_BATCH_SIZE, prefix=prefix)
     predicted = np.argmax(model.predict(inputs[test], batch_size=1024, verbose=0), axis=1)
-    return classification_report(labels[test], predicted, words)
+    report = classification_report(labels[test], predicted, words)
+    stopped = np.argmax(model.predict(inputs[stop], batch_size=1024, verbose=0), axis=1)
+    report.validation_accuracy = float(np.mean(stopped == labels[stop]))
+    return report
 
 
 def _log_tables(reports: dict[str, ClassificationReport], feature_set: FeatureSet, embeddings: np.ndarray) -> None:

@@ -150,7 +150,7 @@ def train_keyword_spotter(encoder_uri: str, data_dir: str, dnn_epochs: int = 500
             "encoder_uri": encoder_uri, "kws_run_id": run.info.run_id, "data_dir": str(data.root),
             "words": ",".join(data.words),
             "encoder_version_uri": "models:/{}/{}".format(*encoder_version) if encoder_version else encoder_uri})
-        registry.record_accuracy(uri, report.accuracy)
+        registry.record_accuracy(uri, report.accuracy, report.validation_accuracy)
     message = f"kws: {uri} test accuracy {report.accuracy:.3f} (WER {report.wer:.3f}) on {len(data.test)} clips"
     log.info(message)
     print(message, flush=True)

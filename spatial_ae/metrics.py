@@ -24,6 +24,7 @@ class ClassificationReport:
     weighted_precision: float
     weighted_recall: float
     confusion: np.ndarray  # rows: true word, columns: predicted word
+    validation_accuracy: float | None = None  # on the clips that early-stopped the classifier, not the test clips
 
     @property
     def wer(self) -> float:

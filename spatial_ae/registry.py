@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 ENCODER_NAME = os.environ.get("SPATIAL_AE_ENCODER_NAME", "spatial-ae-encoder")  # the registered model
 CHAMPION, NEWEST = "champion", "newest"
-ACCURACY_TAG = "downstream_accuracy"
+ACCURACY_TAG = "downstream_accuracy"  # the embedding DNN's test accuracy: reported, never used to choose
+SELECTION_TAG = "validation_accuracy"  # its accuracy on the early-stopping clips: what `champion` is chosen on
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -86,13 +87,16 @@ def registered_version(model_uri: str) -> tuple[str, str] | None:
     return name, str(version)
 
 
-def record_accuracy(model_uri: str, accuracy: float) -> None:
-    """Tag a registered encoder with its downstream accuracy and move `champion` to the best version."""
+def record_accuracy(model_uri: str, test_accuracy: float, validation_accuracy: float) -> None:
+    """Tag a registered encoder with its downstream test and validation accuracies and move `champion` to the
+    best version by validation accuracy: choosing on the test clips would leak them into the choice."""
     found = registered_version(model_uri)
     if found is None:
         return
     name, version = found
-    MlflowClient().set_model_version_tag(name, version, ACCURACY_TAG, f"{accuracy:.6f}")
+    client = MlflowClient()
+    client.set_model_version_tag(name, version, ACCURACY_TAG, f"{test_accuracy:.6f}")
+    client.set_model_version_tag(name, version, SELECTION_TAG, f"{validation_accuracy:.6f}")
     update_champion(name)
 
 
@@ -102,10 +106,10 @@ def newest_version(versions) -> str:
 
 
 def update_champion(name: str = ENCODER_NAME) -> str | None:
-    """Point `champion` at the version with the best downstream accuracy (ties: the older version)."""
+    """Point `champion` at the version with the best validation accuracy (ties: the older version)."""
     def best(versions) -> str | None:
-        scored = [(float(v.tags[ACCURACY_TAG]), -int(v.version), str(v.version))
-                  for v in versions if ACCURACY_TAG in v.tags]
+        scored = [(float(v.tags[SELECTION_TAG]), -int(v.version), str(v.version))
+                  for v in versions if SELECTION_TAG in v.tags]
         return max(scored)[2] if scored else None
 
     return converge_alias(name, CHAMPION, best)

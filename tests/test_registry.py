@@ -9,8 +9,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from spatial_ae.registry import (ACCURACY_TAG, CHAMPION, NEWEST, converge_alias, newest_version, pinned_requirements,
-                                 update_champion)
+from spatial_ae.registry import (ACCURACY_TAG, CHAMPION, NEWEST, SELECTION_TAG, converge_alias, newest_version,
+                                 pinned_requirements, record_accuracy, update_champion)
 
 NAME = "alias-test-encoder"
 
@@ -61,7 +61,7 @@ def test_a_stale_alias_write_is_corrected(sqlite_tracking):
     client.create_registered_model(NAME)
     for accuracy in (0.5, 0.7, 0.7):
         version = client.create_model_version(NAME, source="unused").version
-        client.set_model_version_tag(NAME, version, ACCURACY_TAG, str(accuracy))
+        client.set_model_version_tag(NAME, version, SELECTION_TAG, str(accuracy))
     client.set_registered_model_alias(NAME, NEWEST, "1")
     client.set_registered_model_alias(NAME, CHAMPION, "1")
     assert converge_alias(NAME, NEWEST, newest_version) == "3"
@@ -81,3 +81,15 @@ def test_concurrent_registrations_end_on_the_newest(sqlite_tracking):
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(register_one, range(8)))
     assert client.get_model_version_by_alias(NAME, NEWEST).version == 8
+
+
+def test_champion_is_chosen_on_validation_not_test_accuracy(sqlite_tracking):
+    """Issue 23 item 2: the test clips must not choose the champion (leakage); both accuracies are tagged."""
+    client = MlflowClient()
+    client.create_registered_model(NAME)
+    for test_accuracy, validation_accuracy in ((0.9, 0.4), (0.5, 0.6)):
+        version = client.create_model_version(NAME, source="unused").version
+        record_accuracy(f"models:/{NAME}/{version}", test_accuracy, validation_accuracy)
+    assert client.get_model_version_by_alias(NAME, CHAMPION).version == 2
+    tags = client.get_model_version(NAME, "1").tags
+    assert (tags[ACCURACY_TAG], tags[SELECTION_TAG]) == ("0.900000", "0.400000")

@@ -376,7 +376,7 @@ def test_four_concurrent_workflows_on_one_server(server_tracking, small_syntheti
     assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]
     assert len({v.run_id for v in versions}) == 4  # one per simulation
     assert {v.run_id for v in versions} == {s.info.run_id for s in simulations}
-    accuracy = {int(v.version): float(v.tags["downstream_accuracy"]) for v in versions}
+    accuracy = {int(v.version): float(v.tags["validation_accuracy"]) for v in versions}
     best = max(accuracy, key=lambda version: (accuracy[version], -version))  # ties: the older version
     assert int(client.get_model_version_by_alias(name, "champion").version) == best
 
