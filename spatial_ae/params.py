@@ -159,7 +159,7 @@ EVALUATE_HYPERPARAMETERS = (
 )
 
 FEATURIZE_RUN_ID = Param("featurize_run_id", str, None, "run id of a finished featurize run")
-RESULTS_PATH = Param("results_path", str, "results", "folder where results.csv and the figures are written")
+RESULTS_PATH = Param("results_path", str, "results", "folder under which each run writes results.csv and the figures, in <run name>-<run id>/ (latest: the newest)")
 
 STEPS: dict[str, tuple[Param, ...]] = {
     "featurize": FEATURIZE,
@@ -193,7 +193,7 @@ STEPS: dict[str, tuple[Param, ...]] = {
         _int("num_simulations", 3, "simulations per cell of the grid", low=1),
         _int("parallel_simulations", 0, "simulations run at once, each in a worker process that runs that "
              "simulation of every cell; 0 = one per CPU core, 1 = one after the other in the main process"),
-        Param("results_path", str, "results/sweep", "folder where sweep.csv and the figure are written")),
+        Param("results_path", str, "results/sweep", "folder under which each sweep writes sweep.csv and the figure, in sweep-<run id>/ (latest: the newest)")),
     "kws": (
         Param("encoder_uri", str, "models:/spatial-ae-encoder@champion", "registered encoder that embeds the clips"),
         Param("data_dir", str, None, "labelled folder <word>/<clip>.wav; with validation_list.txt and "

@@ -1,6 +1,7 @@
 """The summarize step: tables, statistics and figures over the simulations of a main run.
 
-Everything is written into `results_path` and logged on the main (parent) run: the folder `summary/`, and
+Everything is written into `results_path/<run name>-<id>/` (`results_path/latest` names the newest: a
+second run never overwrites the first's) and logged on the main (parent) run: the folder `summary/`, and
 `results.csv` also at the root of its artifacts. The parent's status is never changed.
 results.csv has the original's columns: cm = MFCC + CNN (benchmark), ap = encoder embeddings + DNN;
 WER is a fraction; per-word precision and recall are bracketed, space-separated lists in the corpus' word order.
@@ -69,8 +70,8 @@ def _summarize_parent(parent_run_id: str, results_path: str, failures: list[str]
         runs = [run for run in runs if int(run.data.tags[SIMULATION_TAG]) <= int(wanted)]
     if failures is None:
         failures = _missing_simulations(runs, int(wanted) if wanted is not None else 0)
-    folder = Path(results_path)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = run_results_folder(results_path, parent)
+    _link_simulations(client, parent, runs, folder)
 
     if not runs:
         failures_file = _write_failures(folder, failures)
@@ -90,6 +91,39 @@ def _summarize_parent(parent_run_id: str, results_path: str, failures: list[str]
     _log_metrics(client, parent_run_id, summary["metrics"])
     log.info("summarize: %d simulations, results in %s", len(runs), folder)
     return folder / "results.csv"
+
+
+LATEST = "latest"
+SIMULATION_RUNS_TAG = "spatial_ae.simulation_run_ids"  # the simulations a main run summarised, its own or reused
+
+
+def run_results_folder(results_path: str, run: mlflow.entities.Run) -> Path:
+    """`<results_path>/<run name>-<run id prefix>/`, with `<results_path>/latest` pointed at it: a second run
+    never overwrites an earlier run's results."""
+    root = Path(results_path)
+    folder = root / f"{run.info.run_name or 'run'}-{run.info.run_id[:8]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    link = root / LATEST
+    if link.exists() and not link.is_symlink():
+        log.warning("%s is not a link (a folder of an older layout?): left as it is", link)
+        return folder
+    temporary = root / f".{LATEST}-{os.getpid()}"
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(folder.name, target_is_directory=True)
+    os.replace(temporary, link)  # atomic: `latest` always names a complete folder name
+    return folder
+
+
+def _link_simulations(client: MlflowClient, parent: mlflow.entities.Run, runs: list, folder: Path) -> None:
+    """Say which simulation runs a main run stands on, also those it reused from an earlier identical run
+    (they are children of that run): a tag and the table `summary/simulations.csv`."""
+    rows = [{"simulation": int(run.data.tags[SIMULATION_TAG]), "run_id": run.info.run_id,
+             "parent_run_id": run.data.tags.get("mlflow.parentRunId", ""),
+             "reused": run.data.tags.get("mlflow.parentRunId") != parent.info.run_id} for run in runs]
+    table = pd.DataFrame(rows, columns=["simulation", "run_id", "parent_run_id", "reused"])
+    table.to_csv(folder / "simulations.csv", index=False)
+    client.log_artifact(parent.info.run_id, str(folder / "simulations.csv"), ARTIFACT_DIR)
+    client.set_tag(parent.info.run_id, SIMULATION_RUNS_TAG, ",".join(table.run_id)[:5000])
 
 
 def summarize_runs(runs: list[mlflow.entities.Run], words: tuple[str, ...], results_path: Path,

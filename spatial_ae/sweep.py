@@ -6,7 +6,7 @@ auto-encoders, weight 0, of recipes that differ only in their position options a
 baselines are trained once per (labelled size, simulation) and their metrics logged in every cell. With
 `parallel_simulations` > 1 (default: one worker process per core) worker k runs simulation k of every cell,
 so that reuse holds there too.
-Output, written to `results_path` and logged on the sweep's run: `sweep.csv` (one row per recipe, weight,
+Output, written to `results_path/<run name>-<id>/` (`results_path/latest` names the newest) and logged on the sweep's run: `sweep.csv` (one row per recipe, weight,
 labelled_per_word, simulation and model, with its accuracy) and `label_efficiency.png` (mean accuracy
 against labelled clips per word with 95% t confidence bands over the simulations).
 """
@@ -25,7 +25,7 @@ from .evaluate import EMBEDDING_DNN, MFCC_CNN, MFCC_DNN
 from .featurize import featurize
 from .pretrain import check_anchors_of_run
 from .recipes import resolve_recipe
-from .summarize import describe
+from .summarize import describe, run_results_folder
 from .workflow import SimulationsFailed, failure_line, feature_set_of, run_in_workers, run_simulation, workflow_key
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,7 @@ def sweep(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_si
         table = (pd.DataFrame(rows, columns=["recipe", "weight", "labelled_per_word", "simulation", "model",
                                              "accuracy"])
                  .sort_values(["recipe", "weight", "labelled_per_word", "simulation"], kind="stable"))
-        folder = Path(results_path)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = run_results_folder(results_path, mlflow.get_run(parent.info.run_id))
         table.to_csv(folder / CSV_NAME, index=False)
         from .plots import save_png
 

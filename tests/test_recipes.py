@@ -166,12 +166,12 @@ def test_tiny_sweep_writes_the_table_and_the_figure(sqlite_tracking, small_synth
                                                 "parallel_simulations": parallel_simulations,
                                                 "results_path": str(results)})
     parent_id = sweep(**params)
-    table = pd.read_csv(results / CSV_NAME)
+    table = pd.read_csv(results / "latest" / CSV_NAME)
     assert list(table.columns) == ["recipe", "weight", "labelled_per_word", "simulation", "model", "accuracy"]
     seeds = [str(seed) for seed in range(parallel_simulations)]
     assert len(table) == 2 * 2 * 2 * len(seeds) * 3 and set(table["weight"]) == {0.0, 1.0}
     assert table["accuracy"].between(0, 1).all()
-    assert (results / FIGURE_NAME).stat().st_size > 0
+    assert (results / "latest" / FIGURE_NAME).stat().st_size > 0
     client = MlflowClient()
     logged = {a.path for a in client.list_artifacts(parent_id)}
     assert {CSV_NAME, FIGURE_NAME} <= logged

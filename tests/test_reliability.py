@@ -128,7 +128,7 @@ def test_interrupted_workflow_resumes_where_it_stopped(sqlite_tracking, small_sy
     parents = runs_of(experiment, "main")
     assert [p.info.status for p in parents] == ["KILLED", "KILLED", "FINISHED"]
     assert [r.info.status for r in runs_of(experiment, "featurize")] == ["FINISHED"]  # computed once, reused
-    table = pd.read_csv(results / "results.csv")
+    table = pd.read_csv(results / "latest" / "results.csv")
     assert len(table) == 3 and table.notna().all().all()
     assert client.get_run(parents[2].info.run_id).data.metrics["simulations_finished"] == 3
     assert "RUNNING" not in {r.info.status for r in client.search_runs([experiment], max_results=1000)}

@@ -56,8 +56,8 @@ def per_class_values(index: int, model: str) -> tuple[np.ndarray, np.ndarray]:
     return precision, recall
 
 
-def make_parent(client, experiment_id, featurize_run_id, num_simulations):
-    key = uuid.uuid4().hex[:20]
+def make_parent(client, experiment_id, featurize_run_id, num_simulations, key=None):
+    key = key or uuid.uuid4().hex[:20]
     parent = client.create_run(experiment_id, tags={"spatial_ae.step": "main", "featurize_run_id": featurize_run_id,
                                                     "spatial_ae.workflow_key": key})
     client.log_param(parent.info.run_id, "num_simulations", num_simulations)
@@ -116,9 +116,8 @@ def summarized(store):
         make_simulation(client, experiment_id, parent_id, key, index, root)
     make_simulation(client, experiment_id, parent_id, key, 4, root, status="FAILED")
     client.set_terminated(parent_id)
-    results = root / "results"
-    path = summarize(parent_id, str(results))
-    return client, parent_id, results, path
+    path = summarize(parent_id, str(root / "results"))
+    return client, parent_id, path.parent, path
 
 
 def parse_vector(text: str) -> np.ndarray:
@@ -128,7 +127,8 @@ def parse_vector(text: str) -> np.ndarray:
 
 def test_results_csv_has_the_original_columns_and_the_logged_values(summarized):
     _, _, results, path = summarized
-    assert path == results / "results.csv"
+    assert path == results / "results.csv" and results.parent.name == "results"
+    assert (results.parent / "latest").resolve() == results.resolve()
     assert path.read_text().splitlines()[0] == ",".join(RESULTS_COLUMNS)
     table = pd.read_csv(path)
     assert tuple(table.columns) == RESULTS_COLUMNS and len(table) == 3
@@ -150,7 +150,8 @@ def test_no_temporary_files_are_left(summarized):
     _, _, results, _ = summarized
     names = {p.name for p in results.iterdir()}
     assert not [name for name in names if name.startswith(".") or name.endswith(".tmp")]
-    assert {"results.csv", "per_class.csv", "summary.csv", "failures.txt", "summary.md", *FIGURES} == names
+    assert {"results.csv", "per_class.csv", "summary.csv", "failures.txt", "summary.md", "simulations.csv",
+            *FIGURES} == names
 
 
 def test_per_class_csv_is_tidy(summarized):
@@ -231,8 +232,28 @@ def test_workflow_summary_inside_the_active_parent_run(store, tmp_path):
         path = summarize_workflow(parent_id, str(tmp_path / "out"), failures=[])
         assert mlflow.active_run().info.run_id == parent_id
     assert len(pd.read_csv(path)) == 2
-    assert (tmp_path / "out" / "failures.txt").read_text().startswith("none")
+    assert (tmp_path / "out" / "latest" / "failures.txt").read_text().startswith("none")
     assert client.get_run(parent_id).data.metrics["simulations_failed"] == 0
+
+
+def test_a_second_run_never_overwrites_the_first_and_links_what_it_reused(store, tmp_path):
+    """Issue 23 item 3: one results folder per main run, `latest` on the newest; a parent that reuses simulations
+    of an earlier identical run names them (tag and summary/simulations.csv)."""
+    from spatial_ae.summarize import SIMULATION_RUNS_TAG
+
+    client, experiment_id, featurize_run_id, root = store
+    first, key = make_parent(client, experiment_id, featurize_run_id, num_simulations=2)
+    simulations = [make_simulation(client, experiment_id, first, key, index, root) for index in (1, 2)]
+    first_csv = summarize(first, str(tmp_path / "results"))
+    before = first_csv.read_bytes()
+    second, _ = make_parent(client, experiment_id, featurize_run_id, num_simulations=1, key=key)
+    second_csv = summarize(second, str(tmp_path / "results"))
+    assert second_csv.parent != first_csv.parent and first_csv.read_bytes() == before
+    assert (tmp_path / "results" / "latest").resolve() == second_csv.parent.resolve()
+    table = pd.read_csv(second_csv.parent / "simulations.csv")
+    assert table.to_dict("records") == [{"simulation": 1, "run_id": simulations[0], "parent_run_id": first,
+                                         "reused": True}]
+    assert client.get_run(second).data.tags[SIMULATION_RUNS_TAG] == simulations[0]
 
 
 def test_one_simulation_gives_nan_spread_without_crashing(store, tmp_path):
@@ -241,7 +262,7 @@ def test_one_simulation_gives_nan_spread_without_crashing(store, tmp_path):
     make_simulation(client, experiment_id, parent_id, key, 1, root)
     path = summarize(parent_id, str(tmp_path / "one"))
     assert len(pd.read_csv(path)) == 1
-    summary = pd.read_csv(tmp_path / "one" / "summary.csv")
+    summary = pd.read_csv(tmp_path / "one" / "latest" / "summary.csv")
     assert summary["n"].eq(1).all()
     assert summary[["std", "ci95_low", "ci95_high", "p_value_paired_t", "p_value_wilcoxon"]].isna().all().all()
     assert summary[summary.metric == "accuracy"]["mean"].tolist() == pytest.approx([0.80, 0.70])
@@ -257,8 +278,8 @@ def test_zero_simulations_raise_a_user_error_and_still_write_failures(store, tmp
     messages = ["simulation 1: ValueError: boom", "simulation 2: FloatingPointError: nan"]
     with pytest.raises(UserError, match=parent_id):
         summarize_workflow(parent_id, str(tmp_path / "workflow"), failures=messages)
-    assert (tmp_path / "workflow" / "failures.txt").read_text().splitlines() == messages
-    assert not (tmp_path / "workflow" / "results.csv").exists()
+    assert (tmp_path / "workflow" / "latest" / "failures.txt").read_text().splitlines() == messages
+    assert not (tmp_path / "workflow" / "latest" / "results.csv").exists()
     assert client.get_run(parent_id).data.metrics["simulations_failed"] == 2
 
 

@@ -69,7 +69,7 @@ def test_two_simulations_in_two_worker_processes(sqlite_tracking, small_syntheti
     embeddings = encoder.predict(waveforms)
     assert embeddings.shape == (3, 75) and np.isfinite(embeddings).all()
 
-    table = pd.read_csv(results / "results.csv")
+    table = pd.read_csv(results / "latest" / "results.csv")
     assert len(table) == 2
     assert np.allclose(table["wercm"], [1 - r.data.metrics["mfcc_cnn_accuracy"] for r in simulations])
 
