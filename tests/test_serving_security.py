@@ -6,6 +6,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -158,12 +159,29 @@ def test_served_model_refuses_bad_paths_with_400_and_no_trace(sqlite_tracking, s
             assert "not an accepted audio file" in reply["message"], text
             for server_path in (str(audio_root), "/root", "site-packages", "Traceback", os.getcwd()):
                 assert server_path not in text.replace(path, "<sent>"), (server_path, text)
-        # too many clips, and samples that are not audio: 400 too
-        for body in ({"inputs": np.zeros((1001, 10)).tolist()}, {"inputs": [[0.0, 1e20]]}):
+        # too many clips (10,000), and samples that are not audio: 400 too, within a second
+        for body in ({"inputs": np.zeros((10_000, 10)).tolist()}, {"inputs": [[0.0, 1e20]]}):
             request = urllib.request.Request(f"{url}/invocations", json.dumps(body).encode(),
                                              {"Content-Type": "application/json"})
+            start = time.time()
             with pytest.raises(urllib.error.HTTPError) as answer:
                 urllib.request.urlopen(request, timeout=30)
+            assert time.time() - start < 1.0
             assert answer.value.code == 400 and "stack_trace" not in answer.value.read().decode()
+        assert server_memory_bytes(server.pid) < 2**30  # the server and its workers, after every request above
     finally:
         stop_server(server, log)
+
+
+def server_memory_bytes(session_id: int) -> int:
+    """Resident memory of every process in the session `session_id` (the server and its uvicorn workers)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session_id:  # field 6 of /proc/pid/stat: the session id
+                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # field 24: resident pages
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended meanwhile
+    assert total > 0, f"no process of session {session_id} found"
+    return total
