@@ -41,7 +41,7 @@ def timed_autoencoder_fit(optimizer, epochs: int, rows: int) -> tuple[list[tuple
     training.seed_everything(0)
     model, _ = build_autoencoder(75)
     model.compile(optimizer=optimizer, loss={"reconstruction": "mse", "position": "mse"})
-    marks = []  # the training module logs a line per epoch
+    marks = []  # the training module logs a DEBUG line per epoch
 
     class EpochMarks(logging.Handler):
         def emit(self, record):
@@ -49,7 +49,7 @@ def timed_autoencoder_fit(optimizer, epochs: int, rows: int) -> tuple[list[tuple
                 marks.append((time.perf_counter(), time.process_time()))
 
     logger = logging.getLogger("spatial_ae.training")
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)
     logger.addHandler(EpochMarks())
     history = training.fit(model, x[:split], {k: v[:split] for k, v in targets.items()},
                            (x[split:], {k: v[split:] for k, v in targets.items()}), epochs=epochs, patience=epochs,

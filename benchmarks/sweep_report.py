@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from spatial_ae.recipes import RECIPES
+from spatial_ae.recipes import RECIPES, encoder_identity, resolve_recipe
 from spatial_ae.summarize import describe
+
 
 def configuration(row) -> str:
     if row.model == "mfcc_cnn":
@@ -26,9 +27,15 @@ def configuration(row) -> str:
 
 
 def plain_autoencoder(recipe: str) -> str:
-    """The plain AE (weight 0) a recipe's spatial AE is compared with: same inputs, no position head."""
-    standardised = RECIPES.get(recipe, {}).get("standardize_inputs", True)
-    return "plain AE (standardised)" if standardised else "plain AE (paper inputs)"
+    """The plain AE (weight 0) a recipe's spatial AE is compared with: same inputs, code and training clips,
+    no position head. Recipes whose plain AEs are one encoder share its name."""
+    if recipe not in RECIPES:
+        return "plain AE (standardised)"  # recipes of older sweeps: balanced-like
+    identity = encoder_identity(resolve_recipe(recipe, position_loss_weight=0.0))
+    for name, shared in (("paper inputs", "paper"), ("standardised", "balanced")):
+        if identity == encoder_identity(resolve_recipe(shared, position_loss_weight=0.0)):
+            return f"plain AE ({name})"
+    return f"plain AE ({recipe})"
 
 
 def accuracies(table: pd.DataFrame) -> pd.DataFrame:
@@ -47,7 +54,8 @@ def comparisons(configurations) -> list[tuple[str, str]]:
         plain = plain_autoencoder(name.removeprefix("spatial AE (").split(")")[0])
         pairs += [(name, plain), (name, "MFCC-CNN"), (name, "MFCC-DNN")]
         pairs += [(name, other) for other in spatial if other < name]
-    return pairs
+    plain = sorted(name for name in configurations if name.startswith("plain AE (") and name != "plain AE (paper inputs)")
+    return pairs + [(name, "plain AE (paper inputs)") for name in plain]
 
 
 def interval(values) -> str:
@@ -81,6 +89,18 @@ def report(paths: list[str]) -> str:
     return "\n".join(lines)
 
 
+def against(path: str, baseline_path: str) -> str:
+    """Paired differences of each configuration between two sweeps run with the same seeds (the same labelled
+    samples and test clips), e.g. one option changed: `path` minus `baseline_path`."""
+    scores = [accuracies(pd.read_csv(p).assign(source=p)).drop(columns="source") for p in (path, baseline_path)]
+    paired = scores[0].merge(scores[1], on=["configuration", "labelled_per_word", "simulation"], suffixes=("", "_base"))
+    lines = [f"| configuration: {label(path)} - {label(baseline_path)} | labelled per word | n | mean [95% CI] |",
+             "|---|---|---|---|"]
+    for (name, per_word), group in paired.groupby(["configuration", "labelled_per_word"]):
+        lines.append(f"| {name} | {per_word} | {len(group)} | {interval(group['accuracy'] - group['accuracy_base'])} |")
+    return "\n".join(lines)
+
+
 def label(path: str) -> str:
     """A file's name in the tables: its folder's for `.../<folder>/sweep.csv`, else its stem."""
     return Path(path).parent.name if Path(path).name == "sweep.csv" else Path(path).stem
@@ -99,7 +119,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("paths", nargs="+", help="sweep.csv files")
     parser.add_argument("--figure", help="also write the label-efficiency figure of all files pooled here")
+    parser.add_argument("--against", help="a sweep.csv with the same seeds: paired differences of the first file minus it")
     args = parser.parse_args()
     print(report(args.paths))
+    if args.against:
+        print()
+        print(against(args.paths[0], args.against))
     if args.figure:
         pooled_figure(args.paths, args.figure)

@@ -5,20 +5,24 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import importlib
+import importlib.util
 import logging
 import os
 import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from .errors import UserError
 from .parallel import PARENT_POLL_SECONDS, configure_threads, die_with_parent
-from .params import STEPS, ParameterError, parse_step_params
+from .params import STEPS, ParameterError, parse_run_settings, parse_step_params
 from .tracking import check_tracking_server
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVEL_VARIABLE = "SPATIAL_AE_LOG_LEVEL"  # DEBUG shows every training epoch; default INFO
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TRAINING_STEPS = ("pretrain", "evaluate", "main", "kws", "sweep")
 
 # step name -> "module:function"; each function takes the parsed parameters as keywords.
@@ -31,6 +35,7 @@ STEP_FUNCTIONS = {
     "kws": "spatial_ae.kws:train_keyword_spotter",
     "predict": "spatial_ae.kws:predict_keywords",
     "sweep": "spatial_ae.sweep:sweep",
+    "embed": "spatial_ae.embed:embed",
 }
 
 
@@ -59,6 +64,40 @@ def enable_crash_reports() -> None:
         faulthandler.enable(sys.__stderr__)
     except (AttributeError, OSError, ValueError):
         pass
+
+
+def log_level() -> int:
+    """The level of Spatial AE's own log lines, from SPATIAL_AE_LOG_LEVEL (default INFO)."""
+    name = os.environ.get(LOG_LEVEL_VARIABLE, "").strip().upper() or "INFO"
+    if name not in LOG_LEVELS:
+        raise UserError(f"{LOG_LEVEL_VARIABLE}={os.environ[LOG_LEVEL_VARIABLE]!r} is not a log level; set it to one "
+                        f"of {', '.join(LOG_LEVELS)} or unset it")
+    return getattr(logging, name)
+
+
+def quiet_third_party() -> None:
+    """Before TensorFlow or MLflow work starts (here, and inherited by worker processes): no TensorFlow C++ INFO
+    lines (the CPU-feature banner) and no MLflow progress bar per artifact download; each is set only where the
+    user has not set it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def _not_retracing(record: logging.LogRecord) -> bool:
+    """False for TensorFlow's "triggered tf.function retracing" warnings (each new model traces anew: expected)."""
+    return "tf.function retracing" not in record.getMessage()
+
+
+def configure_logging(level: int, log_format: str = LOG_FORMAT) -> None:
+    """Log lines to stderr: Spatial AE's at `level`, other libraries' from INFO; warnings that tell the user
+    nothing they can act on (TensorFlow's retracing, MLflow's doubt about a dataset's source) are dropped."""
+    logging.basicConfig(level=logging.INFO, format=log_format)
+    logging.getLogger("spatial_ae").setLevel(level)
+    tensorflow = logging.getLogger("tensorflow")
+    if _not_retracing not in tensorflow.filters:
+        tensorflow.addFilter(_not_retracing)
+    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways",
+                            category=UserWarning)
 
 
 LAUNCHER_WATCH_VARIABLE = "SPATIAL_AE_DIE_WITH_PARENT"  # 1: always, 0: never; unset: under `mlflow run` only
@@ -106,20 +145,44 @@ def _watch_grandparent(shell: int, launcher: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def apply_run_settings(settings: dict, dataset: str | None) -> str | None:
+    """TensorBoard logging on (inherited by worker processes through the environment), and the experiment the
+    runs go to, for the steps that have these settings; returns that experiment's id (None: not chosen here)."""
+    if settings.get("tensorboard"):
+        if importlib.util.find_spec("tensorboard") is None:
+            raise UserError("tensorboard=true needs the tensorboard package. Fix: pip install 'spatial_ae[tensorboard]' "
+                            "(or pip install tensorboard), or leave tensorboard false")
+        from .training import TENSORBOARD_VARIABLE
+
+        os.environ[TENSORBOARD_VARIABLE] = "1"
+    if "experiment_name" not in settings:
+        return None
+    from .experiment import use_experiment
+
+    return use_experiment(settings["experiment_name"], dataset)
+
+
 def main(step: str, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=step, description=f"Spatial AE: the {step} step")
     for spec in STEPS[step]:
         parser.add_argument(f"--{spec.name}", default=spec.default, help=f"{spec.help} (default: {spec.default})")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     enable_crash_reports()
     die_with_launcher()  # under `mlflow run`: no step may outlive a killed `mlflow run`
+    quiet_third_party()
     try:
+        configure_logging(log_level())
         params = parse_step_params(step, vars(args))
+        settings = parse_run_settings(step, vars(args))
         check_tracking_server()  # before importing the step (TensorFlow): a down server is reported at once
+        experiment_id = apply_run_settings(settings, params.get("dataset"))
         if step in TRAINING_STEPS:
             configure_threads(1)
         step_function(step)(**params)
+        if experiment_id is not None:
+            from .experiment import where_to_look
+
+            logging.getLogger(__name__).info("%s", where_to_look(experiment_id))
     except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -164,6 +164,10 @@ def clips_from_input(model_input, load_path=refuse_paths) -> np.ndarray:
 class AudioEncoder(mlflow.pyfunc.PythonModel):
     """Raw audio -> MFCC (librosa-equal) -> the Keras encoder -> embeddings."""
 
+    # MLflow would validate inputs against type hints (and warns, at every load, that predict has none): its
+    # schemas cannot state "waveforms or paths" and would refuse arrays; clips_from_input checks the inputs instead
+    _skip_type_hint_validation = True
+
     def load_context(self, context):
         import keras
 

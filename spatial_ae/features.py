@@ -237,7 +237,7 @@ def _init_worker() -> None:
 
 def featurize_files(paths: Sequence[Path], relative_names: Sequence[str] | None = None,
                     workers: int | None = None, chunk_size: int = 256, progress: bool = True,
-                    keep_mel: np.ndarray | None = None) -> FeatureTable:
+                    keep_mel: np.ndarray | None = None, spark_master: str = "") -> FeatureTable:
     """MFCC (and mel) of WAV files, streamed in chunks over worker processes.
 
     Unusable files (AudioError) are skipped: ``ok`` is False for them and
@@ -245,7 +245,8 @@ def featurize_files(paths: Sequence[Path], relative_names: Sequence[str] | None 
     defaults to the CPU count (but in-process for fewer than 2000 files); 0 or 1
     runs in this process. ``keep_mel`` (bool, one per file) limits which mel rows
     are kept, see FeatureTable. Besides the output arrays, only a few chunks of
-    raw audio and features are in memory at once.
+    raw audio and features are in memory at once. ``spark_master``: the chunks are
+    tasks on that Spark cluster instead (same function; the results are collected).
     """
     paths = [str(path) for path in paths]
     names = list(relative_names) if relative_names is not None else paths
@@ -274,7 +275,14 @@ def featurize_files(paths: Sequence[Path], relative_names: Sequence[str] | None 
         bar.update(len(ok))
 
     with tqdm(total=len(paths), unit="clips", disable=not progress, desc="features") as bar:
-        if workers <= 1:
+        if spark_master:  # executors run in other folders: absolute paths
+            from .spark import map_chunks
+
+            absolute = [os.path.abspath(path) for path in paths]
+            chunks = [(absolute[start:start + chunk_size], keep[start:start + chunk_size]) for start in starts]
+            for start, result in zip(starts, map_chunks(spark_master, _featurize_chunk, chunks)):
+                store(start, result)
+        elif workers <= 1:
             for start in starts:
                 store(start, _featurize_chunk(paths[start:start + chunk_size],
                                               keep[start:start + chunk_size]))

@@ -102,9 +102,14 @@ def reuse_key(params: dict, corpus: Corpus) -> str:
 
 
 def featurize(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_size: int,
-              synthetic_clips_per_word: int, seed: int, include_unknown_silence: bool = False) -> str:
-    """Run (or reuse) the featurize step; returns the id of the featurize run holding the features."""
+              synthetic_clips_per_word: int, seed: int, include_unknown_silence: bool = False,
+              spark_master: str = "") -> str:
+    """Run (or reuse) the featurize step; returns the id of the featurize run holding the features.
+    `spark_master`: read and featurize the clips on that Spark cluster (same features; not part of the reuse key)."""
+    from . import spark
+
     tracking.check_tracking_server()
+    spark.check(spark_master)
     params = dict(dataset=dataset, unlabeled_set_size=unlabeled_set_size, lbl_trai_size=lbl_trai_size,
                   lbl_test_size=lbl_test_size, synthetic_clips_per_word=synthetic_clips_per_word, seed=seed,
                   include_unknown_silence=include_unknown_silence)
@@ -127,16 +132,18 @@ def featurize(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_tes
                                tags={"dataset": corpus.name, "corpus_fingerprint": corpus.fingerprint()}) as run:
             for message in corpus.warnings + selection_warnings:
                 log.warning(message)
-            feature_set, skipped = _compute(corpus, clips)
+            if spark_master:
+                mlflow.set_tag("spark_master", spark_master)
+            feature_set, skipped = _compute(corpus, clips, spark_master)
             _log_feature_set(corpus, feature_set, skipped, corpus.warnings + selection_warnings)
             log.info("featurize: run %s logged %d clips", run.info.run_id, len(feature_set.labels))
             return run.info.run_id
 
 
-def _compute(corpus: Corpus, clips: list[Clip]) -> tuple[FeatureSet, list[tuple[str, str]]]:
+def _compute(corpus: Corpus, clips: list[Clip], spark_master: str = "") -> tuple[FeatureSet, list[tuple[str, str]]]:
     is_unlabelled = np.array([clip.split == UNLABELLED for clip in clips])
     table = features.featurize_files([clip.file for clip in clips], [clip.path for clip in clips],
-                                     keep_mel=is_unlabelled)
+                                     keep_mel=is_unlabelled, spark_master=spark_master)
     ok, skipped = _drop_non_finite(clips, table, is_unlabelled)
     for _, reason in skipped[:20]:
         log.warning("skipped %s", reason)
@@ -208,7 +215,7 @@ def _log_feature_set(corpus: Corpus, feature_set: FeatureSet, skipped: list[tupl
 def _note_reuse_in_project_run(params: dict, reused_run_id: str) -> None:
     """When `mlflow run` started a run for this step, record in it which run was reused."""
     if os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None:
-        with mlflow.start_run():
-            mlflow.log_params(params)
+        with mlflow.start_run() as run:
+            tracking.log_params(run, params)  # keeps what `mlflow run` logged ('false' for False)
             mlflow.set_tags({"spatial_ae.reused_run_id": reused_run_id,
                              "mlflow.note.content": f"Reused featurize run {reused_run_id}: same corpus and parameters."})

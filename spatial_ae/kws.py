@@ -174,7 +174,8 @@ def _log_keyword_spotter(encoder: keras.Model, classifier: keras.Model, words: t
         encoder.save(files["keras_encoder"])
         classifier.save(files["keras_classifier"])
         files["words"].write_text(json.dumps(list(words)))
-        return registry.log_audio_model("keyword_spotter", "keyword_spotter.py", files)
+        registry.log_model_summary(classifier, "keyword_classifier")
+        return registry.log_audio_model("keyword_spotter", "keyword_spotter.py", files, registry.KWS_OUTPUTS)
 
 
 def input_files(inputs) -> list[Path]:
@@ -195,7 +196,7 @@ def input_files(inputs) -> list[Path]:
     return files
 
 
-def predict_keywords(kws_uri: str, inputs, output_csv: str = "predictions.csv") -> Path:
+def predict_keywords(kws_uri: str, inputs, output_csv: str = "results/predictions.csv") -> Path:
     """Write `file, word, confidence` for every readable WAV of `inputs` to `output_csv`; unreadable ones are
     skipped and counted. Returns the CSV's path."""
     params = dict(kws_uri=kws_uri, inputs=inputs, output_csv=output_csv)

@@ -31,13 +31,14 @@ class ClassificationReport:
         return 1.0 - self.accuracy
 
     def summary_metrics(self, prefix: str) -> dict[str, float]:
-        """Flat MLflow metrics: accuracy, WER, weighted and per-word precision and recall."""
+        """Flat MLflow metrics: the headline accuracy, WER, weighted precision and recall, and the per-word
+        precision and recall under PER_WORD (a section of their own in the UI's charts, after the headline)."""
         values = {f"{prefix}_accuracy": self.accuracy, f"{prefix}_wer": self.wer,
                   f"{prefix}_weighted_precision": self.weighted_precision,
                   f"{prefix}_weighted_recall": self.weighted_recall}
         for word, precision, recall in zip(self.words, self.precision, self.recall):
-            values[f"{prefix}_precision_{metric_safe(word)}"] = float(precision)
-            values[f"{prefix}_recall_{metric_safe(word)}"] = float(recall)
+            values[f"{PER_WORD}{prefix}_precision_{metric_safe(word)}"] = float(precision)
+            values[f"{PER_WORD}{prefix}_recall_{metric_safe(word)}"] = float(recall)
         return values
 
     def per_class_table(self, model: str) -> pd.DataFrame:
@@ -66,13 +67,14 @@ def metric_safe(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_\-. /]", "_", name)
 
 
+PER_WORD = "per_word/"  # the prefix of the per-word metrics
 MAX_METRIC_NAME = 250  # MLflow's limit on a metric name
 MODEL_PREFIXES = ("embedding_dnn", "mfcc_cnn", "mfcc_dnn", "kws")  # the prefixes of `summary_metrics`
 LONGEST_PER_WORD = "_precision_"
 
 
 def check_word_metric_names(words, source: str = "the corpus") -> None:
-    """Refuse, before any training, words whose per-word metric names (`<model>_precision_<word>`) would
+    """Refuse, before any training, words whose per-word metric names (`per_word/<model>_precision_<word>`) would
     collide (`café` and `caf_` are both `caf_`) or exceed MLflow's 250 characters."""
     from .errors import UserError
 
@@ -85,9 +87,9 @@ def check_word_metric_names(words, source: str = "the corpus") -> None:
         raise UserError(f"word folders of {source} map to the same metric name ({shown}): only one word's precision "
                         f"and recall would be kept. Fix: rename the folders so that they differ in letters, digits, "
                         f"'_', '-', '.', ' ' or '/'.")
-    room = MAX_METRIC_NAME - max(map(len, MODEL_PREFIXES)) - len(LONGEST_PER_WORD)
+    room = MAX_METRIC_NAME - len(PER_WORD) - max(map(len, MODEL_PREFIXES)) - len(LONGEST_PER_WORD)
     long = [word for word in words if len(metric_safe(word)) > room]
     if long:
         raise UserError(f"word folder name(s) of {source} longer than {room} characters ({len(long[0])}: "
-                        f"{long[0][:40]!r}...): metric names such as embedding_dnn_precision_<word> would exceed "
+                        f"{long[0][:40]!r}...): metric names such as {PER_WORD}embedding_dnn_precision_<word> would exceed "
                         f"MLflow's {MAX_METRIC_NAME}. Fix: rename the folders to at most {room} characters.")

@@ -90,10 +90,7 @@ def run_in_processes(tasks: dict[int, tuple], function: Callable, processes: int
     with ProcessPoolExecutor(processes, mp_context=context, initializer=initializer, initargs=initargs) as pool:
         pending = {pool.submit(_task, function, *arguments): key for key, arguments in tasks.items()}
         try:
-            while pending:
-                done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                for future in done:
-                    on_result(pending.pop(future), future)
+            collect_as_done(pending, on_result)
         except BaseException:
             _terminate(pool)
             raise
@@ -121,3 +118,12 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
         if process.is_alive():
             process.kill()
     pool.shutdown(wait=False, cancel_futures=True)
+
+
+def collect_as_done(pending: dict, on_result) -> None:
+    """Call `on_result(key, future)` for each of the futures `pending` ({future: key}) as it finishes; the 1 s
+    wait lets a signal handler run in between."""
+    while pending:
+        done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+        for future in done:
+            on_result(pending.pop(future), future)

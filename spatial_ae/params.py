@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .recipes import POSITION_FEATURES, RECIPES
+from .recipes import EXTRA_UNLABELLED, POSITION_FEATURES, RECIPES
 
 
 class ParameterError(ValueError):
@@ -118,12 +118,17 @@ FEATURIZE = (
     Param("include_unknown_silence", bool, False, "keep the _unknown_ and _silence_ folders as classes (the "
           "12-class Speech Commands protocol of most KWS papers); false drops every folder starting with _"),
 )
+SPARK_MASTER = Param("spark_master", str, "", "Spark master URL (local[2], local-cluster[2,1,1024], "
+                     "spark://host:7077, yarn, k8s://https://host:443, or active: the session spark-submit or "
+                     "Databricks provides) that runs the step's parallel work; empty = this machine (worker "
+                     "processes); needs pip install -e '.[spark]' and Java 17+ (docs/SCALE.md)")
+FEATURIZE = (*FEATURIZE, SPARK_MASTER)
 
 PRETRAIN_HYPERPARAMETERS = (
-    _int("embedding_dim", 75, "size of the embedding", low=1),
     _int("ae_epochs", 500, "maximum auto-encoder epochs", low=1),
-    _int("ae_min_epochs", 0, "auto-encoder epochs before early stopping may stop it (0 = the paper: from the "
-         "first); the raw-MFCC auto-encoder's validation loss can stall early and recover much later"),
+    _int("ae_min_epochs", 50, "auto-encoder epochs before early stopping may stop it; 0 = the paper's early "
+         "stopping (from the first epoch), where the raw-MFCC auto-encoder's validation loss stalls early and "
+         "stops it before it has learnt the words (docs/RESULTS.md)"),
     PATIENCE,
     Param("optimizer", str, "Adamax", "Keras optimizer of the auto-encoder",
           choices=("Adamax", "Adam", "Nadam", "RMSprop", "SGD")),
@@ -131,8 +136,10 @@ PRETRAIN_HYPERPARAMETERS = (
     Param("recipe", str, "paper",
           "preset of the options below: 'paper' (the published method), 'balanced' (standardised inputs and "
           "positions, log-mel k-means anchors, balanced losses), 'dtw' (as balanced, with DTW distances of the "
-          "MFCC to 32 exemplar clips as positions) or 'raw_dtw' (dtw's positions, the paper's raw MFCC; the best "
-          "on many speakers); options given explicitly override it",
+          "MFCC to 32 exemplar clips as positions), 'raw_dtw' (dtw's positions, the paper's raw MFCC), or a "
+          "candidate on top of paper: 'anchors' (log-mel positions to 8 k-means anchors), 'wide' (200-d code), "
+          "'shifted' (time-shifted copies), 'voices' (synthetic voices as extra unlabelled clips); options given "
+          "explicitly override it",
           choices=tuple(RECIPES)),
     Param("standardize_inputs", bool, None, "standardise the MFCC with unlabelled-set statistics, inside the encoder "
           "(the reconstruction target is then the standardised MFCC); empty = from the recipe", optional=True),
@@ -149,6 +156,14 @@ PRETRAIN_HYPERPARAMETERS = (
           low=0.0, optional=True),
     Param("balance_losses", bool, None, "scale the position loss so that both heads start equal (each loss "
           "divided by the MSE of predicting its target's mean); empty = from the recipe", optional=True),
+    Param("embedding_dim", int, None, "size of the embedding (75, the paper's, in every recipe but wide: 200); "
+          "empty = from the recipe", low=1, optional=True),
+    Param("augment_shifts", int, None, "time-shifted copies of each unlabelled training clip added to the "
+          "auto-encoder's training set (MFCC and mel frames moved by 1-4 frames, 32-128 ms); empty = from the "
+          "recipe", low=0, high=8, optional=True),
+    Param("extra_unlabelled", str, None, "'synthetic' adds as many clips of the synthetic eSpeak NG corpus's voices "
+          "as there are unlabelled training clips to the auto-encoder's training set; 'none'; empty = from the "
+          "recipe", choices=EXTRA_UNLABELLED, optional=True),
 )
 
 EVALUATE_HYPERPARAMETERS = (
@@ -160,15 +175,22 @@ EVALUATE_HYPERPARAMETERS = (
 
 FEATURIZE_RUN_ID = Param("featurize_run_id", str, None, "run id of a finished featurize run")
 RESULTS_PATH = Param("results_path", str, "results", "folder under which each run writes results.csv and the figures, in <run name>-<run id>/ (latest: the newest)")
+# run settings: where the runs go and what else they log; cli.py applies them, the steps never see them
+EXPERIMENT_NAME = Param("experiment_name", str, None, "MLflow experiment of the runs; empty = spatial-ae-<dataset> "
+                        "(or the experiment given to MLflow: mlflow run --experiment-name, MLFLOW_EXPERIMENT_NAME)",
+                        optional=True)
+TENSORBOARD = Param("tensorboard", bool, False, "also log TensorBoard logs of every training, as artifacts "
+                    "tensorboard/<model>/ (needs the tensorboard package: pip install spatial_ae[tensorboard])")
+RUN_SETTINGS = ("experiment_name", "tensorboard")
 
 STEPS: dict[str, tuple[Param, ...]] = {
-    "featurize": FEATURIZE,
-    "pretrain": (FEATURIZE_RUN_ID, *PRETRAIN_HYPERPARAMETERS, SEED),
+    "featurize": (*FEATURIZE, EXPERIMENT_NAME),
+    "pretrain": (FEATURIZE_RUN_ID, *PRETRAIN_HYPERPARAMETERS, SEED, TENSORBOARD),
     "evaluate": (
         FEATURIZE_RUN_ID,
         Param("encoder_uri", str, "models:/spatial-ae-encoder@champion",
               "registered or logged encoder: models:/spatial-ae-encoder/3, models:/spatial-ae-encoder@champion, models:/m-..."),
-        *EVALUATE_HYPERPARAMETERS, PATIENCE, LBL_TRAI_SIZE, SEED),
+        *EVALUATE_HYPERPARAMETERS, PATIENCE, LBL_TRAI_SIZE, SEED, TENSORBOARD),
     "summarize": (
         Param("parent_run_id", str, None, "the main run whose simulations are summarised"),
         RESULTS_PATH),
@@ -179,7 +201,7 @@ STEPS: dict[str, tuple[Param, ...]] = {
         _int("num_simulations", 10, "repetitions, each a child run with its own seed", low=1),
         _int("parallel_simulations", 0, "simulations run at once, each in a worker process; 0 = one per CPU "
              "core, 1 = one after the other in the main process"),
-        RESULTS_PATH),
+        RESULTS_PATH, EXPERIMENT_NAME, TENSORBOARD),
     "sweep": (
         *FEATURIZE,
         *(p for p in PRETRAIN_HYPERPARAMETERS if p.name not in ("recipe", "position_loss_weight")),
@@ -193,36 +215,52 @@ STEPS: dict[str, tuple[Param, ...]] = {
         _int("num_simulations", 3, "simulations per cell of the grid", low=1),
         _int("parallel_simulations", 0, "simulations run at once, each in a worker process that runs that "
              "simulation of every cell; 0 = one per CPU core, 1 = one after the other in the main process"),
-        Param("results_path", str, "results/sweep", "folder under which each sweep writes sweep.csv and the figure, in sweep-<run id>/ (latest: the newest)")),
+        Param("results_path", str, "results/sweep", "folder under which each sweep writes sweep.csv and the figure, in sweep-<run id>/ (latest: the newest)"),
+        EXPERIMENT_NAME, TENSORBOARD),
     "kws": (
         Param("encoder_uri", str, "models:/spatial-ae-encoder@champion", "registered encoder that embeds the clips"),
         Param("data_dir", str, None, "labelled folder <word>/<clip>.wav; with validation_list.txt and "
               "testing_list.txt they give the early-stopping and test clips, else each word is split 70/15/15"),
         _int("dnn_epochs", 500, "maximum epochs of the keyword classifier (the DNN probe)", low=1),
-        PATIENCE, SEED),
+        PATIENCE, SEED, TENSORBOARD),
     "predict": (
         Param("kws_uri", str, "models:/spatial-ae-kws@champion", "registered keyword spotter"),
         Param("inputs", str, None, "a WAV file or a folder of them (searched recursively)"),
-        Param("output_csv", str, "predictions.csv", "CSV written with columns file, word, confidence")),
+        Param("output_csv", str, "results/predictions.csv", "CSV written with columns file, word, confidence")),
+    "embed": (
+        Param("encoder_uri", str, "models:/spatial-ae-encoder@champion", "registered encoder that embeds the clips"),
+        Param("corpus", str, None, "a folder of WAV files (searched recursively; <word>/<clip>.wav gives the word) "
+              "or a text file of WAV paths, one per line (relative ones from the file's folder)"),
+        Param("output_path", str, None, "Parquet folder written with columns path, embedding (float array) and "
+              "word where the folder says; a new path (or an s3a://, hdfs://... URI with spark_master)"),
+        SPARK_MASTER),
 }
 
 
 def parse_step_params(step: str, raw: dict[str, Any]) -> dict[str, Any]:
-    """Parse and check the raw values of a step's parameters; missing ones take their defaults."""
+    """Parse and check the raw values of a step's parameters; missing ones take their defaults.
+    The run settings (RUN_SETTINGS) are checked too but left out: `parse_run_settings` returns them."""
     specs = {p.name: p for p in STEPS[step]}
     unknown = sorted(set(raw) - set(specs))
     if unknown:
         raise ParameterError(f"unknown parameter(s) for {step}: {', '.join(unknown)}; known: {', '.join(specs)}")
     params = {name: spec.parse(raw.get(name, spec.default)) for name, spec in specs.items()}
     check_step_params(step, params)
-    return params
+    return {name: value for name, value in params.items() if name not in RUN_SETTINGS}
+
+
+def parse_run_settings(step: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """The step's run settings (experiment_name, tensorboard), parsed; the steps that lack one do not get it."""
+    return {spec.name: spec.parse(raw.get(spec.name, spec.default)) for spec in STEPS[step]
+            if spec.name in RUN_SETTINGS}
 
 
 MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit
 
 
 def check_step_params(step: str, params: dict[str, Any]) -> None:
-    """Checks that involve more than one parameter or the machine, before any work."""
+    """Checks that involve more than one parameter or the machine (cores, paths), before any work (and before
+    TensorFlow is imported: it takes seconds)."""
     import os
     from pathlib import Path
 
@@ -231,6 +269,16 @@ def check_step_params(step: str, params: dict[str, Any]) -> None:
             and not Path(results_path).expanduser().is_dir():
         raise ParameterError(f"parameter results_path={results_path!r} is an existing file, not a folder; "
                              f"pass -P results_path=<a folder, new or existing> or move the file")
+    if step == "kws" and not Path(params["data_dir"]).expanduser().is_dir():
+        raise ParameterError(f"parameter data_dir={params['data_dir']!r} is not a folder; pass -P data_dir=<a folder "
+                             f"with one sub-folder of WAV clips per word>")
+    if step == "predict" and not Path(params["inputs"]).expanduser().exists():
+        raise ParameterError(f"parameter inputs: {Path(params['inputs']).expanduser()} does not exist; pass "
+                             f"-P inputs=<a .wav file or a folder of them>")
+    if step == "embed":
+        from .embed import check_embed_paths
+
+        check_embed_paths(params["corpus"], params["output_path"])
     seed, simulations = params.get("seed"), params.get("num_simulations", 1)
     if seed is not None and seed + simulations - 1 > MAX_SEED:
         raise ParameterError(f"parameter seed={seed} with num_simulations={simulations}: simulation k uses seed + k - 1, "
@@ -243,16 +291,32 @@ def check_step_params(step: str, params: dict[str, Any]) -> None:
                              f"{cores} or less (0 = one per core)")
 
 
+MLPROJECT_HEADER = """\
+# Made by spatial_ae.params.mlproject_text(); after changing a parameter there, regenerate it with
+#   python -c "from spatial_ae.params import mlproject_text; open('MLproject', 'w').write(mlproject_text())"
+# Numbers are MLflow's `float` (its only numeric type); the steps check whole numbers and ranges.
+# Optional parameters (empty = from the recipe or the dataset) are not declared: `mlflow run -P name=value` passes
+# them on as `--name value` and logs them only when given, so no run logs an empty value.
+"""
+
+
 def mlproject_text() -> str:
     """The MLproject file, made from the parameters above (a test keeps the committed file equal to it)."""
-    lines = ["name: spatial_ae", "", "python_env: python_env.yaml", "", "entry_points:"]
+    lines = [MLPROJECT_HEADER + "name: spatial_ae", "", "python_env: python_env.yaml", "", "entry_points:"]
     for step, specs in STEPS.items():
+        specs = [spec for spec in specs if not spec.optional]
         lines += [f"  {step}:", "    parameters:"]
         for spec in specs:
             kind = "string" if spec.kind in (str, bool) else "float"
-            default = "" if spec.default is None else f", default: \"{spec.default}\""
-            default = ", default: \"\"" if spec.optional else default
+            default = "" if spec.default is None else f", default: {_yaml_default(spec)}"
             lines.append(f"      {spec.name}: {{type: {kind}{default}}}")
         arguments = " ".join(f"--{spec.name} {{{spec.name}}}" for spec in specs)
         lines.append(f"    command: \"python -m spatial_ae {step} {arguments}\"")
     return "\n".join(lines) + "\n"
+
+
+def _yaml_default(spec: Param) -> str:
+    """A default as YAML: numbers bare, booleans and strings quoted ("false", "paper")."""
+    if spec.kind in (int, float) and spec.list_of is None:
+        return f"{spec.default:g}" if isinstance(spec.default, float) else str(spec.default)
+    return f'"{str(spec.default).lower() if spec.kind is bool else spec.default}"'

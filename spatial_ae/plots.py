@@ -73,12 +73,19 @@ def per_word_precision_recall_figure(per_class, words, model_titles: dict[str, s
         ax.set_ylabel(f"{measure} (mean over simulations)")
         ax.set_ylim(0, 1.1)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
     axes[0].set_title(f"Per-word precision and recall, mean ± std over {simulations} simulation(s)")
     axes[1].set_xticks(positions, words, rotation=90, fontsize=8)
     axes[1].set_xlabel("word")
-    fig.tight_layout()
+    _legend_above(fig, axes[0])
     return fig
+
+
+def _legend_above(fig, ax, columns: int = 3) -> None:
+    """One legend for the figure, above the axes (a legend inside them covered bars or curves)."""
+    handles, labels = ax.get_legend_handles_labels()
+    rows = -(-len(labels) // columns)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 * rows / fig.get_figheight()))
+    fig.legend(handles, labels, loc="upper center", ncol=columns, fontsize=8, frameon=False)
 
 
 def difference_vs_counts_figure(words, precision_difference, recall_difference, counts, title: str):
@@ -107,7 +114,7 @@ def difference_vs_counts_figure(words, precision_difference, recall_difference, 
 
 
 def training_curves_figure(histories: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]], panels):
-    """Per-epoch curves of a few simulations, one panel per group of metrics.
+    """Per-epoch curves of every simulation (a colour each), one panel per group of metrics, one legend above.
 
     histories: simulation index -> metric key -> (epochs, values);
     panels: (title, y label, ((metric key, line style), ...)) per panel.
@@ -119,13 +126,11 @@ def training_curves_figure(histories: dict[int, dict[str, tuple[np.ndarray, np.n
             for key, style in keys:
                 if key in metrics:
                     epochs, values = metrics[key]
-                    ax.plot(epochs, values, style, color=colors[k % len(colors)],
-                            label=f"simulation {simulation}: {key.split('_epoch_')[-1]}")
-        ax.set_title(title, fontsize=10)
+                    ax.plot(epochs, values, style, color=colors[k % len(colors)], linewidth=1,
+                            label=f"simulation {simulation}" if style == "-" else None)
+        ax.set_title(title + "\n(solid: training set, dashed: validation)" if len(keys) > 1 else title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize=7)
-    fig.tight_layout()
+    _legend_above(fig, np.atleast_1d(axes)[0], columns=5)
     return fig

@@ -12,6 +12,7 @@ from .corpus import UNLABELLED
 from .errors import UserError
 from .featurize import load_feature_set
 from .models import build_autoencoder
+from .features import MEL_SHAPE, MFCC_SHAPE
 from .recipes import mfcc_statistics, position_loss_scale, position_targets, resolve_recipe
 from .training import fit, seed_everything
 
@@ -37,17 +38,13 @@ def check_anchors_of_run(featurize_run_id: str, options_list: list[dict]) -> Non
                           f" (recipe {options['recipe']})" if "recipe" in options else "")
 
 
-def pretrain(featurize_run_id: str, embedding_dim: int, ae_epochs: int, patience: int, optimizer: str,
-             batch_size: int, recipe: str, standardize_inputs: bool | None, standardize_positions: bool | None,
-             position_features: str | None, num_anchors: int | None, position_loss_weight: float | None,
-             balance_losses: bool | None, seed: int, ae_min_epochs: int = 0) -> str:
-    """Run the pretrain step; returns the registered encoder's `models:/spatial-ae-encoder/N` URI."""
-    options = resolve_recipe(recipe, standardize_inputs=standardize_inputs,
-                             standardize_positions=standardize_positions, position_features=position_features,
-                             num_anchors=num_anchors, position_loss_weight=position_loss_weight,
-                             balance_losses=balance_losses)
-    params = dict(featurize_run_id=featurize_run_id, embedding_dim=embedding_dim, ae_epochs=ae_epochs,
-                  ae_min_epochs=ae_min_epochs, patience=patience, optimizer=optimizer, batch_size=batch_size, seed=seed, **options)
+def pretrain(featurize_run_id: str, ae_epochs: int, patience: int, optimizer: str, batch_size: int, recipe: str,
+             seed: int, ae_min_epochs: int = 0, **recipe_options) -> str:
+    """Run the pretrain step; returns the registered encoder's `models:/spatial-ae-encoder/N` URI.
+    `recipe_options` (recipes.RECIPE_OPTIONS, None = from the recipe) override the recipe's."""
+    options = resolve_recipe(recipe, **recipe_options)
+    params = dict(featurize_run_id=featurize_run_id, ae_epochs=ae_epochs, ae_min_epochs=ae_min_epochs,
+                  patience=patience, optimizer=optimizer, batch_size=batch_size, seed=seed, **options)
     tracking.check_tracking_server()
     feature_set = load_feature_set(featurize_run_id)
     check_anchors(len(feature_set.indices(UNLABELLED)), options)
@@ -61,45 +58,86 @@ def input_normalizer(unlabelled_mfcc: np.ndarray) -> keras.layers.Normalization:
     return keras.layers.Normalization(mean=mean, variance=variance, name="input_standardization")
 
 
-def train_and_register(feature_set, featurize_run_id: str, embedding_dim: int, ae_epochs: int, patience: int,
-                       optimizer: str, batch_size: int, seed: int, recipe: str = "paper",
-                       standardize_inputs: bool | None = None, standardize_positions: bool | None = None,
-                       position_features: str | None = None, num_anchors: int | None = None,
-                       position_loss_weight: float | None = None, balance_losses: bool | None = None,
-                       ae_min_epochs: int = 0) -> str:
+def shifted_frames(features: np.ndarray, shape: tuple[int, int], shifts: np.ndarray) -> np.ndarray:
+    """Flattened (bands x frames) features with each clip's frames moved by its shift (positive = later),
+    the edge frame repeated into the gap: the same clip said a little earlier or later."""
+    grid = features.reshape(len(features), *shape)
+    frames = np.arange(shape[1])
+    source = np.clip(frames[None, :] - shifts[:, None], 0, shape[1] - 1)  # (clips, frames)
+    return np.take_along_axis(grid, source[:, None, :], axis=2).reshape(len(features), -1)
+
+
+def added_clips(feature_set, rows: np.ndarray, options: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """MFCC and power mel of the clips a recipe adds to the unlabelled training `rows`: as many synthetic-voice
+    clips (`extra_unlabelled`), then `augment_shifts` time-shifted copies of the rows and those clips."""
+    mfcc = feature_set.mfcc[feature_set.indices(UNLABELLED)][rows]
+    mel = feature_set.unlabelled_mel[rows]
+    rng = np.random.default_rng(seed)
+    added_mfcc, added_mel = [np.empty((0, mfcc.shape[1]), np.float32)], [np.empty((0, mel.shape[1]), np.float32)]
+    if options["extra_unlabelled"] == "synthetic":
+        extra_mfcc, extra_mel = synthetic_voices(len(rows), rng)
+        added_mfcc.append(extra_mfcc)
+        added_mel.append(extra_mel)
+        mfcc, mel = np.concatenate([mfcc, extra_mfcc]), np.concatenate([mel, extra_mel])
+    for _ in range(options["augment_shifts"]):
+        shifts = rng.integers(1, 5, len(mfcc)) * rng.choice([-1, 1], len(mfcc))
+        added_mfcc.append(shifted_frames(mfcc, MFCC_SHAPE, shifts))
+        added_mel.append(shifted_frames(mel, MEL_SHAPE, shifts))
+    return np.concatenate(added_mfcc).astype(np.float32), np.concatenate(added_mel).astype(np.float32)
+
+
+def synthetic_voices(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """MFCC and power mel of `count` clips drawn from the embedded synthetic corpus (all words and splits; eSpeak
+    NG voices), generated once into the cache."""
+    from .features import featurize_files
+    from .synthetic import synthetic_corpus
+
+    paths = sorted(synthetic_corpus(progress=False).glob("[!_]*/*.wav"))
+    chosen = [paths[i] for i in sorted(rng.choice(len(paths), size=min(count, len(paths)), replace=False))]
+    table = featurize_files(chosen, workers=0, progress=False)
+    return table.mfcc[table.ok], table.mel[table.ok]
+
+
+def train_and_register(feature_set, featurize_run_id: str, ae_epochs: int, patience: int, optimizer: str,
+                       batch_size: int, seed: int, recipe: str = "paper", ae_min_epochs: int = 0,
+                       **recipe_options) -> str:
     """Train an auto-encoder in the active run, log and register its encoder; returns the registered URI.
 
     The recipe's options (overridden by those given) decide the inputs, the position targets and the loss weights.
+    Early stopping watches 10% of the feature set's unlabelled clips, never augmented or extra clips.
     """
-    options = resolve_recipe(recipe, standardize_inputs=standardize_inputs,
-                             standardize_positions=standardize_positions, position_features=position_features,
-                             num_anchors=num_anchors, position_loss_weight=position_loss_weight,
-                             balance_losses=balance_losses)
-    x = feature_set.mfcc[feature_set.indices(UNLABELLED)]
-    check_anchors(len(x), options)
-    normalizer = input_normalizer(x) if options["standardize_inputs"] else None
+    options = resolve_recipe(recipe, **recipe_options)
+    unlabelled = feature_set.mfcc[feature_set.indices(UNLABELLED)]
+    check_anchors(len(unlabelled), options)
+    order = np.random.default_rng(seed).permutation(len(unlabelled))
+    n_val = max(1, int(round(VALIDATION_FRACTION * len(unlabelled))))
+    val, train = order[:n_val], order[n_val:]
+    added_mfcc, added_mel = added_clips(feature_set, train, options, seed)
+    x = np.concatenate([unlabelled, added_mfcc])
+    mel = np.concatenate([feature_set.unlabelled_mel, added_mel])
+    if len(added_mfcc):
+        log.info("pretrain: %d training clips: %d unlabelled and %d added by the recipe", len(train) + len(added_mfcc),
+                 len(train), len(added_mfcc))
+        train = np.concatenate([train, np.arange(len(unlabelled), len(x))])
+    normalizer = input_normalizer(unlabelled) if options["standardize_inputs"] else None
     reconstruction = x if normalizer is None else np.asarray(normalizer(x), dtype=np.float32)
     with_position = options["position_loss_weight"] > 0
     if with_position:
         log.info("pretrain: position targets of %d clips (%s, %d anchors)", len(x), options["position_features"],
                  options["num_anchors"])
-        positions = position_targets(feature_set.unlabelled_mel, x, options["position_features"],
-                                     options["num_anchors"], options["standardize_positions"], seed)
+        positions = position_targets(mel, x, options["position_features"], options["num_anchors"],
+                                     options["standardize_positions"], seed)
         scale = position_loss_scale(reconstruction, positions, options["balance_losses"])
         mlflow.log_params({"position_loss_scale": f"{scale:.6g}",
                            "effective_position_loss_weight": f"{scale * options['position_loss_weight']:.6g}"})
     seed_everything(seed)
-    autoencoder, encoder = build_autoencoder(embedding_dim, with_position_head=with_position,
+    autoencoder, encoder = build_autoencoder(options["embedding_dim"], with_position_head=with_position,
                                              position_dim=positions.shape[1] if with_position else 1,
                                              input_normalization=normalizer)
     losses = {"reconstruction": "mse"} | ({"position": "mse"} if with_position else {})
     weights = {"reconstruction": 1.0} | (
         {"position": scale * options["position_loss_weight"]} if with_position else {})
     autoencoder.compile(optimizer=training.optimizer(optimizer), loss=losses, loss_weights=weights)
-
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_val = max(1, int(round(VALIDATION_FRACTION * len(x))))
-    val, train = order[:n_val], order[n_val:]
 
     def targets(rows):
         return {"reconstruction": reconstruction[rows]} | ({"position": positions[rows]} if with_position else {})

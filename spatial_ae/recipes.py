@@ -11,6 +11,9 @@
   is said (cosine distances of whole spectrograms mostly do, and carry little word information).
 - `raw_dtw`: as `dtw`, with the paper's raw MFCC in and out: standardising the input loses words across many
   speakers (docs/RESULTS.md), the DTW position is kept.
+- Candidates on top of `paper` (raw MFCC in and out), each changing one thing: `anchors` (log-mel positions to
+  8 k-means anchors, z-scored, losses balanced), `wide` (a 200-d code), `shifted` (each unlabelled clip also
+  seen shifted in time), `voices` (the synthetic corpus's eSpeak voices as extra unlabelled clips).
 
 Options given explicitly (not None) override the recipe's.
 """
@@ -22,16 +25,24 @@ from .features import MFCC_SHAPE, cosine_positions
 from .features import anchor as mean_anchor
 
 RECIPE_OPTIONS = ("standardize_inputs", "standardize_positions", "position_features", "num_anchors",
-                  "position_loss_weight", "balance_losses")
+                  "position_loss_weight", "balance_losses", "embedding_dim", "augment_shifts", "extra_unlabelled")
+EXTRA_UNLABELLED = ("none", "synthetic")
+_PAPER = dict(standardize_inputs=False, standardize_positions=False, position_features="power_mel",
+              num_anchors=1, position_loss_weight=1.0, balance_losses=False, embedding_dim=75, augment_shifts=0,
+              extra_unlabelled="none")
 RECIPES = {
-    "paper": dict(standardize_inputs=False, standardize_positions=False, position_features="power_mel",
-                  num_anchors=1, position_loss_weight=1.0, balance_losses=False),
-    "balanced": dict(standardize_inputs=True, standardize_positions=True, position_features="log_mel",
-                     num_anchors=8, position_loss_weight=1.0, balance_losses=True),
-    "dtw": dict(standardize_inputs=True, standardize_positions=True, position_features="mfcc_dtw",
-                num_anchors=32, position_loss_weight=1.0, balance_losses=True),
-    "raw_dtw": dict(standardize_inputs=False, standardize_positions=True, position_features="mfcc_dtw",
-                    num_anchors=32, position_loss_weight=1.0, balance_losses=True),
+    "paper": _PAPER,
+    "balanced": _PAPER | dict(standardize_inputs=True, standardize_positions=True, position_features="log_mel",
+                              num_anchors=8, balance_losses=True),
+    "dtw": _PAPER | dict(standardize_inputs=True, standardize_positions=True, position_features="mfcc_dtw",
+                         num_anchors=32, balance_losses=True),
+    "raw_dtw": _PAPER | dict(standardize_positions=True, position_features="mfcc_dtw", num_anchors=32,
+                             balance_losses=True),
+    "anchors": _PAPER | dict(standardize_positions=True, position_features="log_mel", num_anchors=8,
+                             balance_losses=True),
+    "wide": _PAPER | dict(embedding_dim=200),
+    "shifted": _PAPER | dict(augment_shifts=1),
+    "voices": _PAPER | dict(extra_unlabelled="synthetic"),
 }
 POSITION_FEATURES = ("power_mel", "log_mel", "mfcc_dtw")
 POSITION_OPTIONS = ("recipe", "standardize_positions", "position_features", "num_anchors", "balance_losses")

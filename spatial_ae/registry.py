@@ -9,12 +9,14 @@ import importlib.metadata
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import keras
 import mlflow
 import numpy as np
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import ColSpec, Schema, TensorSpec
 from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,29 @@ ENCODER_NAME = os.environ.get("SPATIAL_AE_ENCODER_NAME", "spatial-ae-encoder")  
 CHAMPION, NEWEST = "champion", "newest"
 ACCURACY_TAG = "downstream_accuracy"  # the embedding DNN's test accuracy: reported, never used to choose
 SELECTION_TAG = "validation_accuracy"  # its accuracy on the early-stopping clips: what `champion` is chosen on
+CI_TAG = "accuracy_ci95"  # mean and 95% CI of the embedding DNN's test accuracy over the simulations (summarize)
+INPUTS = ("Raw audio, one clip per row: a 2-D float array (clips x samples) or a list of 1-D arrays of 16 kHz samples "
+          "in [-1, 1] (signed integers are read as PCM); or WAV paths (a list, or a DataFrame with a `path` column), "
+          "read only under the folder SPATIAL_AE_AUDIO_ROOT names. Each clip is padded or cut to 1 s. MLflow's schemas "
+          "cannot state this choice of inputs, so the signature gives the outputs and the model checks its inputs.")
+DESCRIPTIONS = {  # registered model -> its description
+    ENCODER_NAME: "Spatial AE encoder (Humayun et al. 2021): an auto-encoder on MFCC trained with a position head; "
+                  "turns speech clips into embeddings for keyword spotting.\n\nInputs: " + INPUTS +
+                  "\n\nOutputs: float32 embeddings, one row per clip (75 values in the paper's recipe).\n\n"
+                  "Aliases: `champion` (best validation accuracy of the DNN probe), `newest`. Each version's "
+                  "description is its model card.",
+}
+KWS_DESCRIPTION = ("Keyword spotter: a registered Spatial AE encoder and a DNN classifier on its embeddings.\n\n"
+                   "Inputs: " + INPUTS + "\n\nOutputs: a table with `word` (the most likely keyword) and "
+                   "`confidence` (its softmax probability), one row per clip.\n\nAliases: `champion`, `newest`.")
+CARD_SECTIONS = {  # model card section -> the version tags it shows
+    "Data": ("dataset", "featurize_run_id", "data_dir", "words"),
+    "Recipe": ("recipe", "standardize_inputs", "standardize_positions", "position_features", "num_anchors",
+               "position_loss_weight", "balance_losses", "embedding_dim", "augment_shifts", "extra_unlabelled",
+               "seed", "encoder_uri", "encoder_version_uri"),
+    "Accuracy": (ACCURACY_TAG, SELECTION_TAG, CI_TAG),
+    "Runs": ("pretrain_run_id", "kws_run_id", "keras_model_uri"),
+}
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -48,25 +73,44 @@ def log_encoder(encoder: keras.Model, example_mfcc: np.ndarray) -> tuple[str, st
     keras_info = mlflow.keras.log_model(encoder, name="keras_encoder",
                                         signature=infer_signature(example, encoder.predict(example, verbose=0)),
                                         pip_requirements=pinned_requirements())
+    log_model_summary(encoder, "encoder")
+    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, encoder.output_shape[-1]), "embedding")])
     with tempfile.TemporaryDirectory() as tmp:
         keras_file = Path(tmp) / "encoder.keras"
         encoder.save(keras_file)
-        audio_uri = log_audio_model("encoder", "encoder.py", {"keras_encoder": keras_file})
+        audio_uri = log_audio_model("encoder", "encoder.py", {"keras_encoder": keras_file}, outputs)
     return audio_uri, keras_info.model_uri
 
 
-def log_audio_model(name: str, model_file: str, artifacts: dict[str, Path]) -> str:
+def log_model_summary(model: keras.Model, name: str) -> None:
+    """The Keras `model.summary()` text, as the active run's artifact `model_summary/<name>.txt`."""
+    lines = []
+    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+    mlflow.log_text("\n".join(lines) + "\n", f"model_summary/{name}.txt")
+
+
+def log_audio_model(name: str, model_file: str, artifacts: dict[str, Path], outputs: Schema) -> str:
     """Log a raw-audio pyfunc as models-from-code (`model_files/<model_file>` is what loading runs) with its
-    Keras weights as `.keras` artifacts: loading unpickles nothing. Returns the model URI."""
-    info = mlflow.pyfunc.log_model(name=name, python_model=str(PACKAGE_DIR / "model_files" / model_file),
-                                   artifacts={key: str(path) for key, path in artifacts.items()},
-                                   code_paths=[str(PACKAGE_DIR)], pip_requirements=pinned_requirements())
+    Keras weights as `.keras` artifacts: loading unpickles nothing. Its signature has the `outputs` and no input
+    schema (see INPUTS: MLflow would refuse the other kinds of input). Returns the model URI."""
+    with warnings.catch_warnings():  # no input example, on purpose: see INPUTS
+        warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+        info = mlflow.pyfunc.log_model(name=name, python_model=str(PACKAGE_DIR / "model_files" / model_file),
+                                       artifacts={key: str(path) for key, path in artifacts.items()},
+                                       signature=ModelSignature(inputs=None, outputs=outputs),
+                                       code_paths=[str(PACKAGE_DIR)], pip_requirements=pinned_requirements())
     return info.model_uri
 
 
+KWS_OUTPUTS = Schema([ColSpec("string", "word"), ColSpec("double", "confidence")])
+
+
 def register(model_uri: str, tags: dict[str, str], name: str = ENCODER_NAME) -> str:
-    """Register `model_uri` as a new version of `name`, alias it `newest`; returns its `models:/name/N` URI."""
+    """Register `model_uri` as a new version of `name` with its model card, alias it `newest`; returns its
+    `models:/name/N` URI. The registered model gets its description."""
     version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    MlflowClient().update_registered_model(name, description=DESCRIPTIONS.get(name, KWS_DESCRIPTION))
+    update_model_card(name, str(version.version))
     converge_alias(name, NEWEST, newest_version)
     log.info("registered %s version %s", name, version.version)
     return f"models:/{name}/{version.version}"
@@ -97,7 +141,34 @@ def record_accuracy(model_uri: str, test_accuracy: float, validation_accuracy: f
     client = MlflowClient()
     client.set_model_version_tag(name, version, ACCURACY_TAG, f"{test_accuracy:.6f}")
     client.set_model_version_tag(name, version, SELECTION_TAG, f"{validation_accuracy:.6f}")
+    update_model_card(name, version)
     update_champion(name)
+
+
+def record_confidence_interval(model_uri: str, text: str) -> None:
+    """Tag a registered version with the accuracy of its configuration over the simulations (mean, 95% CI; known
+    once they are summarised) and add it to its model card."""
+    try:
+        found = registered_version(model_uri)
+        if found is not None:
+            MlflowClient().set_model_version_tag(*found, CI_TAG, text)
+            update_model_card(*found)
+    except mlflow.exceptions.MlflowException as error:  # deleted since, or registered in another store
+        log.warning("no model card updated for %s: %s", model_uri, str(error).splitlines()[0])
+
+
+def update_model_card(name: str, version: str) -> None:
+    """Write the version's model card (data, recipe, accuracy with its CI, runs; from its tags) as its description."""
+    client = MlflowClient()
+    tags = client.get_model_version(name, version).tags
+    lines = [f"Model card of {name} version {version}. Inputs and outputs: see the registered model's description."]
+    labels = {ACCURACY_TAG: "test accuracy of the DNN on its embeddings (this simulation)",
+              SELECTION_TAG: "accuracy on the early-stopping clips (chooses `champion`)",
+              CI_TAG: "test accuracy over the simulations of its configuration: mean [95% CI]"}
+    for section, keys in CARD_SECTIONS.items():
+        rows = [f"- {labels.get(key, key)}: {tags[key]}" for key in keys if key in tags]
+        lines += ["", f"**{section}**", *(rows or ["- not known yet"])]
+    client.update_model_version(name, version, description="\n".join(lines))
 
 
 def newest_version(versions) -> str:

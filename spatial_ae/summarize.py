@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from . import plots, tracking
+from .experiment import NOTE_TAG, STEP_NOTES
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ EXTRA_MODEL_TITLES = {"mfcc_dnn": "standardised MFCC + DNN"}  # in the summary t
 SUMMARY_METRICS = ("accuracy", "wer", "weighted_precision", "weighted_recall")
 DIFFERENCE = f"{EMBEDDING_DNN} - {MFCC_CNN}"
 MIN_WILCOXON = 6  # below 6 pairs the two-sided Wilcoxon p-value cannot fall under 0.05
-CURVE_SIMULATIONS = 3
 ARTIFACT_DIR = "summary"
 SIMULATION_TAG = "spatial_ae.simulation"  # as in workflow.py
 
@@ -89,6 +89,10 @@ def _summarize_parent(parent_run_id: str, results_path: str, failures: list[str]
         client.log_artifact(parent_run_id, str(path), ARTIFACT_DIR)
     client.log_artifact(parent_run_id, str(folder / "results.csv"))
     _log_metrics(client, parent_run_id, summary["metrics"])
+    mlflow.log_table(summary["summary"], f"{ARTIFACT_DIR}/summary_table.json", run_id=parent_run_id)  # compare view
+    headline = headline_text(summary["summary"])
+    client.set_tag(parent_run_id, NOTE_TAG, f"{STEP_NOTES['main']}\n\n{headline} Details: `summary/summary.md`.")
+    _record_confidence_intervals(runs, headline)
     log.info("summarize: %d simulations, results in %s", len(runs), folder)
     return folder / "results.csv"
 
@@ -164,6 +168,28 @@ def summarize_runs(runs: list[mlflow.entities.Run], words: tuple[str, ...], resu
         row = summary[(summary["model"] == model) & (summary["metric"] == "accuracy")].iloc[0]
         metrics |= {f"mean_{model}_accuracy": row["mean"], f"std_{model}_accuracy": row["std"]}
     return {"metrics": metrics, "files": files, "summary": summary}
+
+
+def headline_text(summary: pd.DataFrame) -> str:
+    """Each model's mean test accuracy with its 95% CI, and the paired difference, in one paragraph."""
+    def interval(row) -> str:
+        return f"{row['mean']:.4f} [{row['ci95_low']:.4f}, {row['ci95_high']:.4f}]"
+
+    accuracy = summary[summary["metric"] == "accuracy"]
+    parts = [f"{(MODEL_TITLES | EXTRA_MODEL_TITLES)[row['model']]}: {interval(row)}" for _, row in accuracy.iterrows()]
+    difference = summary[summary["model"] == DIFFERENCE].iloc[0]
+    return (f"Test accuracy, mean [95% CI] over {int(difference['n'])} simulations: " + "; ".join(parts)
+            + f". Difference (embeddings + DNN minus MFCC + CNN): {interval(difference)}, "
+              f"paired t-test p = {difference['p_value_paired_t']:.3g}.")
+
+
+def _record_confidence_intervals(runs: list[mlflow.entities.Run], headline: str) -> None:
+    """Put the summary's accuracy line on the model cards of the encoders the simulations registered."""
+    from .registry import record_confidence_interval
+
+    for run in runs:
+        if run.data.tags.get("encoder_uri"):
+            record_confidence_interval(run.data.tags["encoder_uri"], headline)
 
 
 def results_table(runs: list[mlflow.entities.Run], per_class: pd.DataFrame, words: tuple[str, ...]) -> pd.DataFrame:
@@ -271,7 +297,7 @@ def _figures(runs, evaluations: dict[int, Path], per_class: pd.DataFrame, words:
     figures["per_word_precision_recall.png"] = plots.per_word_precision_recall_figure(per_class, words, MODEL_TITLES)
     if counts_per_word is not None:
         figures["difference_vs_counts.png"] = _difference_vs_counts(per_class, words, counts_per_word, len(runs))
-    figures["training_curves.png"] = _training_curves(runs[:CURVE_SIMULATIONS])
+    figures["training_curves.png"] = _training_curves(runs)
     for model, title in MODEL_TITLES.items():
         confusion = sum(pd.read_csv(path / f"confusion_{model}.csv", index_col=0, keep_default_na=False)
                         .reindex(index=list(words), columns=list(words), fill_value=0).to_numpy()
@@ -366,10 +392,10 @@ def _write_text(path: Path, text: str) -> Path:
 
 @contextlib.contextmanager
 def _atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary file beside `path` that replaces it once written; removed on error."""
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    temporary = Path(name)
+    """A temporary file beside `path` that replaces it once written; removed on error. Created with mode 0666 less
+    the umask, as `open` creates files (mkstemp's 0600 left the results readable by their owner alone)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield temporary
         os.replace(temporary, path)

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from . import parallel, tracking
+from . import parallel, spark, tracking
 from .evaluate import EMBEDDING_DNN, MFCC_CNN, MFCC_DNN
 from .featurize import featurize
 from .pretrain import check_anchors_of_run
 from .recipes import resolve_recipe
 from .summarize import describe, run_results_folder
-from .workflow import SimulationsFailed, failure_line, feature_set_of, run_in_workers, run_simulation, workflow_key
+from .workflow import (Progress, SimulationsFailed, failure_line, feature_set_of, run_in_workers, run_simulation,
+                       workflow_key)
 
 log = logging.getLogger(__name__)
 
@@ -70,34 +70,32 @@ class Cell:
 
 
 def sweep(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_size: int,
-          synthetic_clips_per_word: int, seed: int, embedding_dim: int, ae_epochs: int, patience: int,
+          synthetic_clips_per_word: int, seed: int, ae_epochs: int, patience: int,
           optimizer: str, batch_size: int, dnn_epochs: int, cnn_epochs: int, recipes: list[str] | str,
           position_loss_weights: list[float] | str, labelled_per_word: list[int] | str, num_simulations: int,
-          results_path: str,
-          standardize_inputs: bool | None = None, standardize_positions: bool | None = None,
-          position_features: str | None = None, num_anchors: int | None = None,
-          balance_losses: bool | None = None, parallel_simulations: int = 0,
-          include_unknown_silence: bool = False, ae_min_epochs: int = 0) -> str:
+          results_path: str, parallel_simulations: int = 0, include_unknown_silence: bool = False,
+          ae_min_epochs: int = 0, spark_master: str = "", **recipe_options) -> str:
     """Run the grid; returns the sweep's run id. Options given explicitly override every recipe's.
-    `parallel_simulations`: worker processes (0 = one per core); worker k runs simulation k of every cell."""
-    params = dict(locals())
-    overrides = dict(standardize_inputs=standardize_inputs, standardize_positions=standardize_positions,
-                     position_features=position_features, num_anchors=num_anchors, balance_losses=balance_losses)
+    `parallel_simulations`: worker processes (0 = one per core); worker k runs simulation k of every cell.
+    `spark_master`: featurize and the simulations run on that Spark cluster, task k = simulation k of every cell."""
+    params = {name: value for name, value in locals().items() if name != "recipe_options"} | recipe_options
+    overrides = recipe_options
     grid = tuple(parse_list(params[name], name) for name in GRID_PARAMS)
     params.update({name: _grid_spec(name).text(values) for name, values in zip(GRID_PARAMS, grid)})  # logged as given
-    settings = dict(embedding_dim=embedding_dim, ae_epochs=ae_epochs, ae_min_epochs=ae_min_epochs, patience=patience,
+    settings = dict(ae_epochs=ae_epochs, ae_min_epochs=ae_min_epochs, patience=patience,
                     optimizer=optimizer, batch_size=batch_size, dnn_epochs=dnn_epochs, cnn_epochs=cnn_epochs, lbl_trai_size=lbl_trai_size)
     processes = parallel.simulation_processes(parallel_simulations, num_simulations)
     tracking.check_tracking_server()
+    spark.check(spark_master)
     with tracking.step_run(SWEEP, params, run_name="sweep") as parent:
         featurize_run_id = featurize(dataset, unlabeled_set_size, lbl_trai_size, lbl_test_size,
-                                     synthetic_clips_per_word, seed, include_unknown_silence)
+                                     synthetic_clips_per_word, seed, include_unknown_silence, spark_master)
         mlflow.set_tag("featurize_run_id", featurize_run_id)
         cells = grid_cells(featurize_run_id, grid, settings, overrides, seed)
         check_anchors_of_run(featurize_run_id, [cell.pretrain_settings for cell in cells])  # before any training
-        if processes > 1:
+        if processes > 1 or spark_master:
             rows, failed = _run_in_workers(parent.info.run_id, featurize_run_id, cells, num_simulations, seed,
-                                           processes)
+                                           processes, spark_master)
         else:
             rows, failed = _run_here(featurize_run_id, cells, num_simulations, seed)
         if not rows:
@@ -126,7 +124,7 @@ def grid_cells(featurize_run_id: str, grid: tuple[list, list, list], settings: d
         for weight in grid[1]:
             options = resolve_recipe(recipe, position_loss_weight=weight, **overrides)
             pretrain_settings = {name: settings[name] for name in
-                                 ("embedding_dim", "ae_epochs", "ae_min_epochs", "patience", "optimizer",
+                                 ("ae_epochs", "ae_min_epochs", "patience", "optimizer",
                                   "batch_size")} | options
             for per_word in grid[2]:
                 evaluate_settings = {name: settings[name] for name in
@@ -168,6 +166,7 @@ def _run_here(featurize_run_id: str, cells: list[Cell], num_simulations: int, se
     feature_set = feature_set_of(featurize_run_id)
     cache: dict = {}  # one pretraining per (recipe, weight, simulation); MFCC baselines once per sample
     rows, failed = [], []
+    progress = Progress(len(cells) * num_simulations, "cell simulation")
     for cell in cells:
         with tracking.step_run(CELL, _cell_params(cell, seed), run_name=cell.name, key=cell.key):
             cell_rows = []
@@ -175,13 +174,14 @@ def _run_here(featurize_run_id: str, cells: list[Cell], num_simulations: int, se
                 new_rows, failures = _cell_simulation(feature_set, featurize_run_id, cell, index, seed, cache)
                 cell_rows += new_rows
                 failed += failures
+                progress.finished(failures=len(failures))
             mlflow.log_metrics(_cell_means(cell_rows))
         rows += cell_rows
     return rows, failed
 
 
 def _run_in_workers(sweep_run_id: str, featurize_run_id: str, cells: list[Cell], num_simulations: int, seed: int,
-                    processes: int):
+                    processes: int, spark_master: str = ""):
     """The cells' runs opened here; worker k runs simulation k of every cell (so it reuses its encoders and
     baselines across cells), nested under the cells' runs, which close when all workers are done."""
     client = MlflowClient()
@@ -189,16 +189,19 @@ def _run_in_workers(sweep_run_id: str, featurize_run_id: str, cells: list[Cell],
                                                      cell.key) for cell in cells}
     rows, failed = [], []
 
-    def collect(index: int, result: tuple[list[dict], list[str]]) -> None:
+    def collect(index: int, result: tuple[list[dict], list[str]]) -> int:
         rows.extend(result[0])
         failed.extend(result[1])
-        log.info("simulation %d of every cell finished", index)
+        return len(result[1])
 
-    log.info("running simulations 1-%d of %d cells in %d worker processes", num_simulations, len(cells), processes)
+    log.info("running simulations 1-%d of %d cells %s", num_simulations, len(cells),
+             f"on Spark {spark_master}" if spark_master else f"in {processes} worker processes")
     tasks = {index: (featurize_run_id, cells, cell_runs, index, seed) for index in range(1, num_simulations + 1)}
     status = "FAILED"
     try:
-        failed += run_in_workers(tasks, _simulations_in_worker, processes, list(cell_runs.values()), collect)
+        failed += run_in_workers(tasks, _simulations_in_worker, processes, list(cell_runs.values()),
+                                 Progress(num_simulations, f"simulation (of all {len(cells)} cells)"), collect,
+                                 spark_master=spark_master)
         for cell in cells:
             cell_rows = [row for row in rows if {name: row[name] for name in cell.coordinates} == cell.coordinates]
             for name, value in _cell_means(cell_rows).items():
@@ -241,19 +244,31 @@ def efficiency_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def label_efficiency_figure(table: pd.DataFrame):
-    """Accuracy against labelled clips per word, one line per configuration, 95% t bands."""
+    """Accuracy against labelled clips per word, one line per configuration (configurations whose accuracies
+    are identical, such as the plain AEs that recipes share, drawn once), 95% t bands; legend beside the axes."""
     import matplotlib.pyplot as plt
 
     stats = efficiency_table(table)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lines, seen = [], {}
     for line, group in stats.groupby("line"):
         group = group.sort_values("labelled_per_word")
-        ax.errorbar(group["labelled_per_word"], group["mean"], marker="o", capsize=3, label=line,
-                    yerr=[group["mean"] - group["ci95_low"], group["ci95_high"] - group["mean"]])
-        ax.fill_between(group["labelled_per_word"], group["ci95_low"], group["ci95_high"], alpha=0.2)
+        values = tuple(group["mean"].round(12))
+        if values in seen:
+            seen[values][1].append(line)
+        else:
+            seen[values] = (group, [line])
+            lines.append(values)
+    fig, ax = plt.subplots(figsize=(10, 5))
+    colours = plt.get_cmap("tab20").colors
+    for number, values in enumerate(lines):
+        group, names = seen[values]
+        colour = colours[number % len(colours)]
+        ax.errorbar(group["labelled_per_word"], group["mean"], marker="o", capsize=3, color=colour,
+                    label="\n= ".join(names), yerr=[group["mean"] - group["ci95_low"], group["ci95_high"] - group["mean"]])
+        ax.fill_between(group["labelled_per_word"], group["ci95_low"], group["ci95_high"], alpha=0.12, color=colour)
     ax.set_xlabel("labelled training clips per word")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"label efficiency ({int(table['simulation'].nunique())} simulations, 95% t bands)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.subplots_adjust(left=0.08, right=0.68, bottom=0.11, top=0.92)
     return fig

@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -121,7 +122,7 @@ def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key
         run = mlflow.start_run(run_name=run_name, nested=nested, parent_run_id=parent_run_id)
         try:
             mlflow.set_tags({STEP_TAG: step, PROCESS_TAG: this_process(), **({KEY_TAG: key} if key else {}),
-                             **(tags or {})})
+                             **_note(step), **(tags or {})})
             log_params(run, params)
             yield run
         except KeyboardInterrupt as interruption:
@@ -137,6 +138,13 @@ def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key
         else:
             mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
             interruptions.stop_if_interrupted()  # the work finished but the interruption was not raised: stop now
+
+
+def _note(step: str) -> dict[str, str]:
+    """The description tag of a run of `step` (what the UI shows above its metrics)."""
+    from .experiment import NOTE_TAG, STEP_NOTES
+
+    return {NOTE_TAG: STEP_NOTES[step]} if step in STEP_NOTES else {}
 
 
 def _end_killed(reason: str) -> None:
@@ -181,6 +189,7 @@ def claimed(key: str) -> Iterator[None]:
 DIGEST_TAG = "spatial_ae.sha256."  # + artifact folder: digest of the folder as logged (see folder_digest)
 CACHE_RUNS_VARIABLE = "SPATIAL_AE_ARTIFACT_CACHE_RUNS"  # how many runs' artifacts the local cache keeps
 CACHE_RUNS_DEFAULT = 8
+CACHE_IN_USE_SECONDS = 600  # folders used this recently are kept beyond the bound (a summary or another process)
 
 
 def folder_digest(folder: Path) -> str:
@@ -239,12 +248,14 @@ def _download_into(cache: Path, run_id: str, artifact_path: str) -> None:
 
 
 def _evict_cache(keep: Path) -> None:
-    """Remove the least recently used run folders beyond the cache's bound (never `keep`)."""
+    """Remove the least recently used run folders beyond the cache's bound (never `keep`, nor one used in the last
+    CACHE_IN_USE_SECONDS: summarizing 10 simulations evicted the first ones' folders before it read them)."""
     limit = max(1, int(os.environ.get(CACHE_RUNS_VARIABLE) or CACHE_RUNS_DEFAULT))
     runs = sorted((p for p in artifact_cache().iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime,
                   reverse=True)
     for old in [p for p in runs if p != keep][limit - 1:]:
-        shutil.rmtree(old, ignore_errors=True)
+        if time.time() - old.stat().st_mtime > CACHE_IN_USE_SECONDS:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def start_child_run(parent_run_id: str, step: str, params: dict[str, Any], run_name: str, key: str) -> str:
@@ -254,7 +265,7 @@ def start_child_run(parent_run_id: str, step: str, params: dict[str, Any], run_n
     parent = client.get_run(parent_run_id)
     run = client.create_run(parent.info.experiment_id, run_name=run_name,
                             tags={"mlflow.parentRunId": parent_run_id, STEP_TAG: step, KEY_TAG: key,
-                                  PROCESS_TAG: this_process()})
+                                  PROCESS_TAG: this_process(), **_note(step)})
     client.log_batch(run.info.run_id, params=[Param(name, _param_value(value)) for name, value in params.items()])
     return run.info.run_id
 

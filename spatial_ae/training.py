@@ -35,6 +35,9 @@ import logging
 import math
 import os
 import random
+import shutil
+import tempfile
+import time
 
 import keras
 import mlflow
@@ -49,6 +52,7 @@ TRAINING_PATH = os.environ.get("SPATIAL_AE_TRAINING", "fast")
 VALIDATION_BATCH_SIZE = 1024
 STEPS_PER_EXECUTION = 16
 REUSE_TRACED = True
+TENSORBOARD_VARIABLE = "SPATIAL_AE_TENSORBOARD"  # "1": TensorBoard logs of every fit (the tensorboard parameter)
 MAX_TWINS = 8  # compiled twins kept per process (a few MB each)
 _twins: dict[str, keras.Model] = {}
 
@@ -87,13 +91,17 @@ def seed_everything(seed: int) -> None:
 
 class EpochLogger(keras.callbacks.Callback):
     """Logs every epoch's losses and metrics to the active MLflow run as `<prefix>_epoch_<name>` (step = epoch),
-    and a progress line; once the step is interrupted, ends the fit at the next batch or epoch boundary (the
-    signal's exception waits outside Keras: see `interruptions`)."""
+    and a line: DEBUG (SPATIAL_AE_LOG_LEVEL=DEBUG shows them), INFO at most every PROGRESS_SECONDS (a long fit shows
+    progress, a short one adds no lines); once the step is interrupted, ends the fit at the next batch or epoch
+    boundary (the signal's exception waits outside Keras: see `interruptions`)."""
+
+    PROGRESS_SECONDS = 60
 
     def __init__(self, prefix: str, max_epochs: int):
         super().__init__()
         self.prefix = prefix
         self.max_epochs = max_epochs
+        self.last_info = time.monotonic()  # made just before its fit
 
     def on_epoch_end(self, epoch, logs=None):
         values = {f"{self.prefix}_epoch_{name}": float(value) for name, value in (logs or {}).items()}
@@ -104,7 +112,10 @@ class EpochLogger(keras.callbacks.Callback):
         if mlflow.active_run():
             mlflow.log_metrics(values, step=epoch)
         shown = " ".join(f"{name}={value:.4g}" for name, value in sorted(values.items()))
-        log.info("%s epoch %d/%d %s", self.prefix, epoch + 1, self.max_epochs, shown)
+        level = logging.INFO if time.monotonic() - self.last_info >= self.PROGRESS_SECONDS else logging.DEBUG
+        if level == logging.INFO:
+            self.last_info = time.monotonic()
+        log.log(level, "%s epoch %d/%d %s", self.prefix, epoch + 1, self.max_epochs, shown)
         self._stop_if_interrupted()
 
     def on_train_batch_begin(self, batch, logs=None):  # not _end: Keras would then wait for each batch's logs
@@ -123,7 +134,8 @@ def fit(model: keras.Model, x, y, validation: tuple, *, epochs: int, patience: i
         raise ValueError(f"SPATIAL_AE_TRAINING / TRAINING_PATH must be one of {TRAINING_PATHS}, not {TRAINING_PATH!r}")
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True,
                                             start_from_epoch=min_epochs)
-    callbacks = [stopper, EpochLogger(prefix, epochs)]
+    board = _tensorboard()
+    callbacks = [stopper, EpochLogger(prefix, epochs), *board]
     if TRAINING_PATH == "plain":
         trainee = model
         history = model.fit(x, y, validation_data=validation, epochs=epochs, batch_size=batch_size, shuffle=True,
@@ -136,6 +148,9 @@ def fit(model: keras.Model, x, y, validation: tuple, *, epochs: int, patience: i
         val = _dataset(*validation, max(batch_size, VALIDATION_BATCH_SIZE), shuffle=False)
         history = trainee.fit(train, validation_data=val, epochs=epochs, shuffle=False, callbacks=callbacks,
                               verbose=0)  # shuffle=False: the dataset reshuffles itself
+    for callback in board:
+        mlflow.log_artifacts(callback.log_dir, f"tensorboard/{prefix}")
+        shutil.rmtree(callback.log_dir, ignore_errors=True)
     interruptions.stop_if_interrupted()  # EpochLogger ended the fit early: the step stops here
     if trainee is not model:  # the model ends as if trained itself
         _copy_training_state(trainee, model)
@@ -145,6 +160,14 @@ def fit(model: keras.Model, x, y, validation: tuple, *, epochs: int, patience: i
         mlflow.log_metrics({f"{prefix}_epochs_run": epochs_run, f"{prefix}_best_epoch": best_epoch})
     log.info("%s: %d epochs, best epoch %d", prefix, epochs_run, best_epoch)
     return history
+
+
+def _tensorboard() -> list[keras.callbacks.Callback]:
+    """[a TensorBoard callback writing to a new temporary folder] when SPATIAL_AE_TENSORBOARD is 1 and a run is
+    active (fit logs the folder to the run as tensorboard/<prefix>/ and removes it), else []."""
+    if os.environ.get(TENSORBOARD_VARIABLE) != "1" or not mlflow.active_run():
+        return []
+    return [keras.callbacks.TensorBoard(tempfile.mkdtemp(prefix="spatial_ae-tensorboard-"), write_graph=False)]
 
 
 def _trainee(model: keras.Model) -> keras.Model:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 
@@ -40,30 +41,27 @@ def workflow_key(featurize_run_id: str, settings: dict) -> str:
 
 
 def main(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_size: int,
-         synthetic_clips_per_word: int, seed: int, embedding_dim: int, ae_epochs: int, patience: int,
+         synthetic_clips_per_word: int, seed: int, ae_epochs: int, patience: int,
          optimizer: str, batch_size: int, dnn_epochs: int, cnn_epochs: int, num_simulations: int,
-         results_path: str, recipe: str = "paper", standardize_inputs: bool | None = None,
-         standardize_positions: bool | None = None, position_features: str | None = None,
-         num_anchors: int | None = None, position_loss_weight: float | None = None,
-         balance_losses: bool | None = None, labelled_per_word: int = 0, parallel_simulations: int = 0,
-         include_unknown_silence: bool = False, ae_min_epochs: int = 0) -> str:
+         results_path: str, recipe: str = "paper", labelled_per_word: int = 0, parallel_simulations: int = 0,
+         include_unknown_silence: bool = False, ae_min_epochs: int = 0, spark_master: str = "",
+         **recipe_options) -> str:
     """Run the whole experiment; returns the parent run id. The recipe's options are resolved (and logged)
-    here; explicit options override the recipe. `parallel_simulations`: worker processes (0 = one per core)."""
+    here; explicit options override the recipe. `parallel_simulations`: worker processes (0 = one per core);
+    `spark_master`: featurize and the simulations run on that Spark cluster instead (spatial_ae.spark)."""
+    from . import spark
     from .summarize import summarize_workflow
 
-    options = resolve_recipe(recipe, standardize_inputs=standardize_inputs,
-                             standardize_positions=standardize_positions, position_features=position_features,
-                             num_anchors=num_anchors, position_loss_weight=position_loss_weight,
-                             balance_losses=balance_losses)
+    options = resolve_recipe(recipe, **recipe_options)
     params = {name: value for name, value in locals().items()
-              if name not in ("summarize_workflow", "options", *options)} | options
+              if name not in ("summarize_workflow", "options", "recipe_options")} | options
     tracking.check_tracking_server()
+    spark.check(spark_master)
     with tracking.step_run("main", params, run_name="main") as parent:
         featurize_run_id = featurize(dataset, unlabeled_set_size, lbl_trai_size, lbl_test_size,
-                                     synthetic_clips_per_word, seed, include_unknown_silence)
+                                     synthetic_clips_per_word, seed, include_unknown_silence, spark_master)
         check_anchors_of_run(featurize_run_id, [options])  # before any training
-        pretrain_settings = dict(embedding_dim=embedding_dim, ae_epochs=ae_epochs, ae_min_epochs=ae_min_epochs,
-                                 patience=patience,
+        pretrain_settings = dict(ae_epochs=ae_epochs, ae_min_epochs=ae_min_epochs, patience=patience,
                                  optimizer=optimizer, batch_size=batch_size, **options)
         evaluate_settings = dict(dnn_epochs=dnn_epochs, cnn_epochs=cnn_epochs, patience=patience,
                                  lbl_trai_size=lbl_trai_size, labelled_per_word=labelled_per_word)
@@ -73,29 +71,60 @@ def main(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_siz
                        for index in range(1, num_simulations + 1)
                        if finished_simulation(key, index) is None}
         failed = run_simulations(parent.info.run_id, simulations,
-                                 parallel.simulation_processes(parallel_simulations, len(simulations)))
+                                 parallel.simulation_processes(parallel_simulations, len(simulations)), spark_master)
         summarize_workflow(parent.info.run_id, results_path, failures=failed)
         if failed:
             raise SimulationsFailed(f"{len(failed)} of {num_simulations} simulations failed: " + "; ".join(failed))
         return parent.info.run_id
 
 
-def run_simulations(parent_run_id: str, simulations: dict[int, tuple], processes: int) -> list[str]:
+def run_simulations(parent_run_id: str, simulations: dict[int, tuple], processes: int,
+                    spark_master: str = "") -> list[str]:
     """Run the simulations {index: (featurize_run_id, key, index, seed, pretrain_settings, evaluate_settings)}
-    under the parent run, here (processes = 1) or in worker processes; returns the failures, one line each."""
-    if processes > 1:
-        log.info("running %d simulations in %d worker processes", len(simulations), processes)
+    under the parent run, here (processes = 1), in worker processes or as Spark tasks (`spark_master`); returns
+    the failures, one line each."""
+    if processes > 1 or spark_master:
+        log.info("running %d simulations %s", len(simulations),
+                 f"on Spark {spark_master}" if spark_master else f"in {processes} worker processes")
         tasks = {index: (*arguments, parent_run_id) for index, arguments in simulations.items()}
-        return run_in_workers(tasks, _simulation_in_worker, processes, [parent_run_id],
-                              lambda index, _: log.info("simulation %d finished", index))
+        return run_in_workers(tasks, _simulation_in_worker, processes, [parent_run_id], Progress(len(tasks)),
+                              spark_master=spark_master)
     parallel.configure_threads(1)
     failed = []
+    progress = Progress(len(simulations))
     for index, arguments in simulations.items():
         try:
             run_simulation(feature_set_of(arguments[0]), *arguments)
         except Exception as error:  # noqa: BLE001 - keep the other simulations
             failed.append(failure_line(f"simulation {index}", error))
+            progress.finished(failures=1)
+        else:
+            progress.finished()
     return failed
+
+
+class Progress:
+    """The workflow's progress, one log line per finished simulation in the process that runs them (workers log
+    their epochs at DEBUG only): "simulation 3/10 done (1 failed), elapsed 1:12, ETA 2:40"."""
+
+    def __init__(self, total: int, what: str = "simulation"):
+        self.total, self.what, self.done, self.failures = total, what, 0, 0
+        self.start = time.monotonic()
+
+    def finished(self, failures: int = 0) -> None:
+        self.done += 1
+        self.failures += failures
+        elapsed = time.monotonic() - self.start
+        failed = f" ({self.failures} failed)" if self.failures else ""
+        log.info("%s %d/%d done%s, elapsed %s, ETA %s", self.what, self.done, self.total, failed, _clock(elapsed),
+                 _clock(elapsed / self.done * (self.total - self.done)))
+
+
+def _clock(seconds: float) -> str:
+    """Seconds as m:ss, or h:mm:ss from an hour."""
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
 def failure_line(what: str, error: BaseException, hint: str = "") -> str:
@@ -109,27 +138,34 @@ WORKER_DIED = (" (a worker process died: killed from outside or out of memory? R
 
 
 def run_in_workers(tasks: dict[int, tuple], function, processes: int, parent_run_ids: list[str],
-                   on_result) -> list[str]:
+                   progress: Progress, on_result=None, spark_master: str = "") -> list[str]:
     """`function(*tasks[index])` in worker processes set up as this one (store, experiment, training path, log
-    level, thread pools); `on_result(index, value)` for each that returns. Returns the failures, one line each.
+    level, thread pools); `on_result(index, value)` for each that returns, returning the failures counted inside
+    it, if any; `progress` told of each. Returns the failures, one line each. With `spark_master` each task is a
+    Spark task instead, on an executor set up the same way (spatial_ae.spark).
     Runs that a dead or stopped worker left RUNNING under `parent_run_ids` are closed (FAILED, or KILLED)."""
     failed = []
 
     def collect(index: int, future: Future) -> None:
         try:
             value = future.result()
-        except BrokenProcessPool as error:
-            failed.append(failure_line(f"simulation {index}", error, WORKER_DIED))
         except Exception as error:  # noqa: BLE001 - keep the other simulations
-            failed.append(failure_line(f"simulation {index}", error))
+            hint = WORKER_DIED if isinstance(error, BrokenProcessPool) else ""
+            failed.append(failure_line(f"simulation {index}", error, hint))
+            progress.finished(failures=1)
         else:
-            on_result(index, value)
+            progress.finished(failures=on_result(index, value) if on_result else 0)
 
     worker_setup = (mlflow.get_tracking_uri(), mlflow.active_run().info.experiment_id, training.TRAINING_PATH,
-                    processes, logging.getLogger().level)
+                    processes, logging.getLogger("spatial_ae").getEffectiveLevel())
     interrupted = False
     try:
-        parallel.run_in_processes(tasks, function, processes, _start_worker, worker_setup, collect)
+        if spark_master:  # one Spark task per task, on executors set up as the workers
+            from .spark import run_in_spark
+
+            run_in_spark(spark_master, tasks, function, _start_worker, worker_setup, collect, parent_run_ids)
+        else:
+            parallel.run_in_processes(tasks, function, processes, _start_worker, worker_setup, collect)
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -152,14 +188,14 @@ def feature_set_of(featurize_run_id: str):
 def _start_worker(tracking_uri: str, experiment_id: str, training_path: str, processes: int,
                   log_level: int) -> None:
     """Set up a worker process: the parent's store and experiment, its log level, training path and threads."""
-    from .cli import LOG_FORMAT, enable_crash_reports
+    from .cli import LOG_FORMAT, configure_logging, enable_crash_reports
 
     parallel.die_with_parent()  # no orphan may take queued simulations after `main` was killed
     os.environ.pop("MLFLOW_RUN_ID", None)  # the parent's run (under `mlflow run`) is not this process's run
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment_id=experiment_id)
-    logging.basicConfig(level=log_level, format=LOG_FORMAT.replace("%(name)s", "%(processName)s %(name)s"))
+    configure_logging(log_level, LOG_FORMAT.replace("%(name)s", "%(processName)s %(name)s"))
     # TensorFlow, imported with this module while the root logger had no handler, gave its logger a handler of
     # its own: without this its messages would come twice
     logging.getLogger("tensorflow").handlers.clear()

@@ -98,12 +98,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
-    """A real `mlflow server` on 127.0.0.1 with a SQLite backend, artifacts served by the server."""
+def start_mlflow_server(folder: Path, port: int, backend_store_uri: str | None = None) -> subprocess.Popen:
+    """A real `mlflow server` on 127.0.0.1 with a SQLite backend (or `backend_store_uri`), artifacts served by
+    the server."""
     folder.mkdir(parents=True, exist_ok=True)
     log = open(folder / "server.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+         backend_store_uri or f"sqlite:///{folder / 'mlflow.db'}", "--serve-artifacts",
          "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, cwd=folder)
@@ -136,11 +138,16 @@ def mlflow_server(tmp_path_factory):
 @pytest.fixture
 def server_tracking(mlflow_server, monkeypatch, request):
     """Use the session's tracking server with an experiment of this test's own."""
+    yield from experiment_of_this_test(mlflow_server, monkeypatch, request)
+
+
+def experiment_of_this_test(server_uri: str, monkeypatch, request):
+    """Use the server `server_uri` with an experiment named for this test (a fixture's body: yield from it)."""
     import mlflow
 
     previous = mlflow.get_tracking_uri()
-    experiment_id = _use_tracking(mlflow_server, None, monkeypatch, experiment=request.node.name[:200])
-    yield {"uri": mlflow_server, "experiment_id": experiment_id}
+    experiment_id = _use_tracking(server_uri, None, monkeypatch, experiment=request.node.name[:200])
+    yield {"uri": server_uri, "experiment_id": experiment_id}
     while mlflow.active_run():
         mlflow.end_run()
     mlflow.set_tracking_uri(previous)

@@ -172,6 +172,13 @@ def test_bad_parameters_on_the_command_line(arguments, words):
     assert_one_line_error(result, *words)
 
 
+def test_a_log_level_that_is_not_one(monkeypatch):
+    monkeypatch.setenv("SPATIAL_AE_LOG_LEVEL", "LOUD")
+    result = run_cli("featurize", timeout=120)
+    assert result.returncode == 2
+    assert_one_line_error(result, "SPATIAL_AE_LOG_LEVEL='LOUD' is not a log level", "DEBUG, INFO, WARNING, ERROR")
+
+
 def test_corpus_path_that_does_not_exist(sqlite_tracking, tmp_path):
     result = run_cli("featurize", "--dataset", str(tmp_path / "nowhere"))
     assert result.returncode == 2

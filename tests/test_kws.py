@@ -1,8 +1,11 @@
 """Keyword spotting: real spoken digits (FSDD) classified with an encoder pretrained on another corpus
 (the Speech Commands sample), against the MFCC-CNN benchmark on the same clips; predictions to CSV; bad inputs."""
 import shutil
+import subprocess
+import sys
 
 import keras
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,7 +79,11 @@ def test_keyword_spotter_on_fsdd_digits(sqlite_tracking, speech_commands_sample,
     assert (metrics["train_clips"], metrics["early_stopping_clips"], metrics["test_clips"]) == (200, 80, 100)
     assert metrics["skipped_clips"] == 1
     assert metrics["kws_wer"] == pytest.approx(1 - metrics["kws_accuracy"])
-    assert {"kws_precision_seven", "kws_recall_seven", "kws_weighted_precision"} <= set(metrics)
+    assert {"per_word/kws_precision_seven", "per_word/kws_recall_seven", "kws_weighted_precision"} <= set(metrics)
+    summary = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/model_summary/keyword_classifier.txt")
+    assert "Total params" in summary
+    outputs = mlflow.models.get_model_info(f"models:/{KWS_NAME}/{version.version}").signature.outputs.input_names()
+    assert outputs == ["word", "confidence"]
 
     # the MFCC-CNN benchmark on the same takes
     data = load_labelled_set(data_dir, seed=0)
@@ -131,3 +138,19 @@ def test_bad_inputs_name_the_path(tmp_path, capsys):
         input_files(tmp_path / "empty")
     assert cli_main("predict", ["--inputs", str(tmp_path / "nowhere")]) == 2
     assert "nowhere does not exist" in capsys.readouterr().err
+
+
+def test_missing_paths_are_refused_before_tensorflow_is_imported(tmp_path):
+    """`kws` and `predict` given a path that does not exist stop with one `error:` line each, in a process that
+    has not imported TensorFlow (importing it took 12 s before the error came)."""
+    script = ("import sys; from spatial_ae.cli import main; "
+              "codes = [main('kws', ['--data_dir', sys.argv[1]]), main('predict', ['--inputs', sys.argv[1]])]; "
+              "print(codes, 'tensorflow' in sys.modules)")
+    missing = tmp_path / "nowhere"
+    result = subprocess.run([sys.executable, "-c", script, str(missing)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert result.stdout.split() == ["[2,", "2]", "False"], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    kws_error, predict_error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert f"data_dir={str(missing)!r} is not a folder" in kws_error and "-P data_dir=" in kws_error
+    assert f"{missing} does not exist" in predict_error and "-P inputs=" in predict_error

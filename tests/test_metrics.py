@@ -24,6 +24,7 @@ def test_orientation_on_a_hand_made_case():
     assert np.isclose(report.weighted_recall, (4 * 3 / 4 + 2 * 0) / 6)
     assert report.confusion.tolist() == [[3, 1, 0], [2, 0, 0], [0, 0, 0]]
     metrics = report.summary_metrics("m")
-    assert metrics["m_precision_yes"] == 3 / 5 and metrics["m_recall_yes"] == 3 / 4 and metrics["m_wer"] == 0.5
+    assert metrics["per_word/m_precision_yes"] == 3 / 5 and metrics["per_word/m_recall_yes"] == 3 / 4
+    assert metrics["m_wer"] == 0.5 and not any("_yes" in name for name in metrics if "/" not in name)  # one prefix
     table = report.per_class_table("m")
     assert table["support"].tolist() == [4, 2, 0]

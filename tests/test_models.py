@@ -1,5 +1,7 @@
 """Shapes of the paper's networks, both heads, the plain auto-encoder of the ablation, and the data order
 the training loop gives them."""
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -152,3 +154,17 @@ def test_early_stopping_waits_for_min_epochs(monkeypatch, path):
 
     assert epochs_run(0) <= 3  # the validation target is the opposite of the training one: it only gets worse
     assert epochs_run(8) >= 9
+
+
+def test_epoch_lines_are_debug_and_at_most_one_a_minute_info(caplog):
+    """Every epoch has a DEBUG line; one comes at INFO once PROGRESS_SECONDS have passed (a long fit shows
+    progress at the default level, the workflow's short fits add no lines)."""
+    caplog.set_level(logging.DEBUG, logger="spatial_ae")
+    logger = training.EpochLogger("ae", max_epochs=3)
+    logger.on_epoch_end(0, {"loss": 1.0})
+    logger.last_info -= training.EpochLogger.PROGRESS_SECONDS  # a minute went by
+    logger.on_epoch_end(1, {"loss": 0.5})
+    logger.on_epoch_end(2, {"loss": 0.4})
+    lines = [(record.levelname, record.getMessage()) for record in caplog.records if " epoch " in record.getMessage()]
+    assert [(level, message.split(" ae_")[0]) for level, message in lines] == [
+        ("DEBUG", "ae epoch 1/3"), ("INFO", "ae epoch 2/3"), ("DEBUG", "ae epoch 3/3")]

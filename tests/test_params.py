@@ -8,7 +8,7 @@ from tests.conftest import REPO
 def test_defaults_are_the_papers():
     params = parse_step_params("main", {})
     assert (params["unlabeled_set_size"], params["lbl_trai_size"], params["lbl_test_size"]) == (12000, 3000, 6000)
-    assert (params["embedding_dim"], params["ae_epochs"], params["batch_size"], params["optimizer"]) == (75, 500, 32, "Adamax")
+    assert (params["embedding_dim"], params["ae_epochs"], params["batch_size"], params["optimizer"]) == (None, 500, 32, "Adamax")
     assert params["num_simulations"] == 10 and params["dataset"] == "synthetic"
 
 

@@ -24,7 +24,8 @@ TINY = dict(dataset="synthetic", unlabeled_set_size=240, lbl_trai_size=30, lbl_t
 def test_presets_resolve_as_documented_and_explicit_options_override():
     assert resolve_recipe("paper") == {"recipe": "paper", "standardize_inputs": False, "standardize_positions": False,
                                        "position_features": "power_mel", "num_anchors": 1,
-                                       "position_loss_weight": 1.0, "balance_losses": False}
+                                       "position_loss_weight": 1.0, "balance_losses": False, "embedding_dim": 75,
+                                       "augment_shifts": 0, "extra_unlabelled": "none"}
     assert resolve_recipe("balanced") == {"recipe": "balanced", **RECIPES["balanced"]}
     assert RECIPES["balanced"]["standardize_inputs"] and RECIPES["balanced"]["num_anchors"] > 1
     params = parse_step_params("main", {"recipe": "balanced", "num_anchors": "3", "standardize_positions": "false"})
@@ -208,3 +209,50 @@ def test_tiny_sweep_writes_the_table_and_the_figure(sqlite_tracking, small_synth
         first, second = (min((r for r in simulations if r.data.params["seed"] == seed), key=lambda r: r.info.start_time)
                          for seed in ("0", "1"))
         assert second.info.start_time < first.info.end_time and first.info.start_time < second.info.end_time
+
+
+def _feature_set(unlabelled: int, seed: int = 0):
+    """A FeatureSet of `unlabelled` clips whose MFCC and mel values are their frame numbers plus a clip offset."""
+    from spatial_ae.features import MEL_SHAPE, MFCC_SHAPE
+    from spatial_ae.featurize import FeatureSet
+
+    offsets = np.random.default_rng(seed).uniform(0, 1, unlabelled)[:, None, None]
+    mfcc = (np.arange(MFCC_SHAPE[1])[None, None, :] + offsets + np.zeros((1, MFCC_SHAPE[0], 1))).reshape(unlabelled, -1)
+    mel = (np.arange(MEL_SHAPE[1])[None, None, :] + offsets + np.zeros((1, MEL_SHAPE[0], 1))).reshape(unlabelled, -1)
+    return FeatureSet(words=("a",), mfcc=mfcc.astype(np.float32), labels=np.zeros(unlabelled, int),
+                      splits=np.full(unlabelled, UNLABELLED), paths=np.array([f"a/{i}.wav" for i in range(unlabelled)]),
+                      unlabelled_mel=mel.astype(np.float32), anchor=mel.mean(0), positions=np.zeros(unlabelled))
+
+
+def test_shifted_frames_move_each_clip_in_time_and_repeat_the_edge_frame():
+    from spatial_ae.pretrain import shifted_frames
+
+    features = np.tile(np.arange(8, dtype=np.float32), (2, 3, 1)).reshape(2, -1)  # 2 clips, 3 bands, 8 frames
+    moved = shifted_frames(features, (3, 8), np.array([2, -3])).reshape(2, 3, 8)
+    assert moved[0, 1].tolist() == [0, 0, 0, 1, 2, 3, 4, 5]
+    assert moved[1, 2].tolist() == [3, 4, 5, 6, 7, 7, 7, 7]
+
+
+def test_shifted_recipe_adds_copies_shifted_alike_in_mfcc_and_mel():
+    from spatial_ae.pretrain import added_clips
+
+    feature_set = _feature_set(10)
+    rows = np.array([4, 1, 7, 0])
+    mfcc, mel = added_clips(feature_set, rows, resolve_recipe("shifted"), seed=3)
+    assert mfcc.shape == (4, 640) and mel.shape == (4, 4096)  # one shifted copy of each training clip
+    assert added_clips(feature_set, rows, resolve_recipe("paper"), seed=3)[0].shape == (0, 640)
+    first_frames = mfcc.reshape(4, 20, 32)[:, 0, :]
+    np.testing.assert_allclose(first_frames, mel.reshape(4, 128, 32)[:, 0, :])  # one shift per clip, in both
+    shifts = first_frames[:, 16] - feature_set.mfcc[rows].reshape(4, 20, 32)[:, 0, 16]
+    assert np.all(np.isin(np.round(shifts), [-4, -3, -2, -1, 1, 2, 3, 4])), shifts
+
+
+def test_voices_recipe_adds_as_many_synthetic_clips():
+    from spatial_ae.pretrain import added_clips
+
+    feature_set = _feature_set(6)
+    mfcc, mel = added_clips(feature_set, np.arange(5), resolve_recipe("voices"), seed=0)
+    assert mfcc.shape == (5, 640) and mel.shape == (5, 4096)
+    extra = mfcc.reshape(5, 20, 32)
+    assert np.isfinite(extra).all() and extra[:, 0].std() > 1.0  # real speech MFCC, not the frame-number clips
+    assert not np.isin(extra[:, 0, 0], feature_set.mfcc.reshape(6, 20, 32)[:, 0, 0]).any()

@@ -33,9 +33,10 @@ def main_command(corpus: Path, results: Path, step: str = "main", **params) -> l
 
 
 def start_main(command: list[str], log: Path, new_session: bool = False, **env) -> subprocess.Popen:
-    """The command in the background, its output in `log`; in a process group of its own with `new_session`."""
+    """The command in the background, its output in `log`; in a process group of its own with `new_session`.
+    Its log level is DEBUG: the tests watch for the epoch lines (" ae epoch "), also from worker processes."""
     return subprocess.Popen(command, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            env={**os.environ, **env}, start_new_session=new_session)
+                            env={**os.environ, "SPATIAL_AE_LOG_LEVEL": "DEBUG", **env}, start_new_session=new_session)
 
 
 def runs_of(experiment_id: str, step: str) -> list:
@@ -346,6 +347,17 @@ def test_results_csv_is_replaced_atomically(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]  # no partial or temporary file
 
 
+def test_results_files_get_the_mode_open_gives_them(tmp_path):
+    """0666 less the umask, as for any file `open` creates (they were 0600, mkstemp's mode, whatever the umask)."""
+    for mask in (0o022, 0o027):
+        previous = os.umask(mask)
+        try:
+            written = summarize._write_csv(pd.DataFrame({"wercm": [0.5]}), tmp_path / f"results-{mask:o}.csv")
+        finally:
+            os.umask(previous)
+        assert oct(written.stat().st_mode & 0o777) == oct(0o666 & ~mask)
+
+
 def test_four_concurrent_workflows_on_one_server(server_tracking, small_synthetic_corpus, tmp_path):
     experiment = server_tracking["experiment_id"]
     name = f"concurrent-{uuid.uuid4().hex[:8]}"
@@ -397,3 +409,23 @@ def test_unreachable_tracking_server_stops_main_at_once(tmp_path):
     assert "Retrying" not in result.stderr and "featurize" not in result.stderr
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert uri in line and "not reachable" in line and "mlflow server" in line and "unset MLFLOW_TRACKING_URI" in line
+
+
+def test_mlflow_run_against_a_down_server_fails_fast_with_the_documented_variables(tmp_path):
+    """`mlflow run` creates the project's run before any code of ours runs, retrying for 4 min 15 s by default; with
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES=0 and MLFLOW_HTTP_REQUEST_TIMEOUT=5 (README) it fails in seconds. With them set,
+    `python -m spatial_ae` still reports the server in one line."""
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    start = time.time()
+    result = subprocess.run([sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "summarize", "--env-manager",
+                             "local", "-P", "parent_run_id=0"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=400, env=env)
+    assert time.time() - start < 60, result.stderr[-3000:]  # MLflow's default retries: 255 s
+    assert result.returncode != 0 and uri.split("//")[1] in result.stderr and "Connection refused" in result.stderr
+    ours = subprocess.run([sys.executable, "-m", "spatial_ae", "summarize", "--parent_run_id", "0"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert ours.returncode == 2 and "Traceback" not in ours.stderr, ours.stderr[-3000:]
+    [line] = [line for line in ours.stderr.splitlines() if line.startswith("error: ")]
+    assert uri in line and "not reachable" in line

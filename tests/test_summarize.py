@@ -3,6 +3,7 @@
 import json
 import os
 import uuid
+from pathlib import Path
 
 import matplotlib.image
 import mlflow
@@ -83,7 +84,8 @@ def make_simulation(client, experiment_id, parent_id, key, index, root, status="
         metrics |= {f"{model}_accuracy": accuracy, f"{model}_wer": 1 - accuracy,
                     f"{model}_weighted_precision": accuracy + 0.01, f"{model}_weighted_recall": accuracy - 0.01}
         for word, p, r in zip(WORDS, precision, recall):
-            metrics |= {f"{model}_precision_{metric_safe(word)}": p, f"{model}_recall_{metric_safe(word)}": r}
+            metrics |= {f"per_word/{model}_precision_{metric_safe(word)}": p,
+                        f"per_word/{model}_recall_{metric_safe(word)}": r}
         per_class.append(pd.DataFrame({"model": model, "word": WORDS, "precision": precision, "recall": recall,
                                        "support": [5, 6, 7, 8]}))
         confusion = np.diag([5, 6, 7, 8]) + index
@@ -256,6 +258,23 @@ def test_a_second_run_never_overwrites_the_first_and_links_what_it_reused(store,
     assert client.get_run(second).data.tags[SIMULATION_RUNS_TAG] == simulations[0]
 
 
+def test_more_simulations_than_the_artifact_cache_keeps(store, tmp_path, monkeypatch):
+    """The cache's bound (SPATIAL_AE_ARTIFACT_CACHE_RUNS, default 8) evicted the first simulations' evaluation folders
+    before summarize read them: the default 10 simulations failed at the summary (FileNotFoundError)."""
+    import tempfile
+
+    from spatial_ae import tracking
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # never evict the user's own cache
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv(tracking.CACHE_RUNS_VARIABLE, "1")
+    client, experiment_id, featurize_run_id, root = store
+    parent, key = make_parent(client, experiment_id, featurize_run_id, num_simulations=3)
+    for index in (1, 2, 3):
+        make_simulation(client, experiment_id, parent, key, index, root)
+    assert len(pd.read_csv(summarize(parent, str(tmp_path / "results")))) == 3
+
+
 def test_one_simulation_gives_nan_spread_without_crashing(store, tmp_path):
     client, experiment_id, featurize_run_id, root = store
     parent_id, key = make_parent(client, experiment_id, featurize_run_id, num_simulations=1)
@@ -313,3 +332,40 @@ def test_sweep_report_pairs_within_each_file_when_pooling(tmp_path):
     assert lines[-2:] == ["| a | +0.050 |", "| b | +0.100 |"]
     sweep_report.pooled_figure(paths, str(tmp_path / "pooled.png"))
     assert matplotlib.image.imread(tmp_path / "pooled.png").shape[2] in (3, 4)
+
+
+def test_parent_gets_a_summary_table_and_a_description_with_the_headline(summarized):
+    """Issue 23 item 5: the summary as an MLflow table (the UI's evaluation view shows it) and the headline result
+    with its confidence interval as the parent's description."""
+    client, parent_id, _, _ = summarized
+    logged = json.loads(client.get_run(parent_id).data.tags["mlflow.loggedArtifacts"])  # what the UI lists as tables
+    assert {"path": "summary/summary_table.json", "type": "table"} in logged
+    table = json.loads(Path(client.download_artifacts(parent_id, "summary/summary_table.json")).read_text())
+    models = {row[table["columns"].index("model")] for row in table["data"]}
+    assert {"embedding_dnn", "mfcc_cnn", "embedding_dnn - mfcc_cnn"} <= models
+    note = client.get_run(parent_id).data.tags["mlflow.note.content"]
+    mean = np.mean([ACCURACIES[index]["embedding_dnn"] for index in (1, 2, 3)])
+    assert f"{mean:.4f} [" in note and "95% CI] over 3 simulations" in note
+
+
+def test_figures_show_every_simulation_and_keep_legends_off_the_data():
+    """Issue 23 item 5: training_curves.png showed simulations 1-3 of 10; a legend covered bars."""
+    from spatial_ae import plots
+
+    epochs = np.arange(1, 8)
+    histories = {k: {"ae_epoch_loss": (epochs, 1 / epochs), "ae_epoch_val_loss": (epochs, 2 / epochs)}
+                 for k in range(1, 11)}
+    per_class = pd.DataFrame([{"simulation": 1, "model": model, "word": word, "precision": 1.0, "recall": 1.0}
+                              for model in MODELS for word in WORDS])
+    figures = (plots.training_curves_figure(histories, (("loss", "loss", (("ae_epoch_loss", "-"),
+                                                                          ("ae_epoch_val_loss", "--"))),)),
+               plots.per_word_precision_recall_figure(per_class, WORDS, {m: m for m in MODELS}))
+    for figure in figures:
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        legend = figure.legends[0].get_window_extent(renderer)
+        for ax in figure.axes:
+            assert ax.get_legend() is None
+            assert legend.y0 >= ax.get_window_extent(renderer).y1  # above every panel, so it covers nothing
+    assert len(figures[0].axes[0].lines) == 20
+    assert [t.get_text() for t in figures[0].legends[0].get_texts()] == [f"simulation {k}" for k in range(1, 11)]

@@ -2,7 +2,9 @@
 
 One test runs `main` in-process on a SQLite store; one runs `mlflow run .` against a real tracking server.
 """
+import logging
 import os
+import re
 
 import mlflow
 import numpy as np
@@ -36,10 +38,13 @@ def check_registry(client: MlflowClient, versions_expected: int) -> None:
     assert str(client.get_model_version_by_alias(ENCODER_NAME, NEWEST).version) == str(versions_expected)
 
 
-def test_two_simulations_in_two_worker_processes(sqlite_tracking, small_synthetic_corpus, tmp_path):
-    """`main` called in-process; its two simulations run at the same time in two spawned worker processes."""
+def test_two_simulations_in_two_worker_processes(sqlite_tracking, small_synthetic_corpus, tmp_path, caplog, capfd):
+    """`main` called in-process; its two simulations run at the same time in two spawned worker processes, which
+    log at this process's level (here DEBUG: every epoch)."""
+    caplog.set_level(logging.DEBUG, logger="spatial_ae")
     results = tmp_path / "results"
     parent_id = main(**parse_step_params("main", TINY | {"results_path": str(results), "parallel_simulations": 2}))
+    assert len(re.findall(r"SpawnProcess-\d+ spatial_ae\.training: ae epoch 1/4 ", capfd.readouterr().err)) == 2
     client = MlflowClient()
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED"
@@ -57,7 +62,7 @@ def test_two_simulations_in_two_worker_processes(sqlite_tracking, small_syntheti
         for model in ("embedding_dnn", "mfcc_cnn"):
             assert 0 <= metrics[f"{model}_accuracy"] <= 1
             assert np.isclose(metrics[f"{model}_wer"], 1 - metrics[f"{model}_accuracy"])
-            assert f"{model}_precision_yes" in metrics and f"{model}_recall_zero" in metrics
+            assert f"per_word/{model}_precision_yes" in metrics and f"per_word/{model}_recall_zero" in metrics
         history = client.get_metric_history(run.info.run_id, "ae_epoch_position_loss")
         assert 1 <= len(history) <= TINY["ae_epochs"]
         version = run.data.tags["encoder_uri"].rsplit("/", 1)[1]
@@ -74,11 +79,20 @@ def test_two_simulations_in_two_worker_processes(sqlite_tracking, small_syntheti
     assert np.allclose(table["wercm"], [1 - r.data.metrics["mfcc_cnn_accuracy"] for r in simulations])
 
 
-def test_main_through_mlflow_run_against_a_tracking_server(server_tracking, small_synthetic_corpus, tmp_path):
-    """`mlflow run .` with a real `mlflow server` (SQLite backend, artifacts served by the server)."""
+def test_main_through_mlflow_run_against_a_tracking_server(server_tracking, small_synthetic_corpus, tmp_path,
+                                                           monkeypatch):
+    """`mlflow run .` with a real `mlflow server` (SQLite backend, artifacts served by the server); its output at the
+    default log level: one progress line per simulation, no epoch lines, no download bars or TensorFlow banner."""
     assert os.environ["MLFLOW_TRACKING_URI"].startswith("http://127.0.0.1:")
+    monkeypatch.delenv("SPATIAL_AE_LOG_LEVEL", raising=False)
     result = mlflow_run("main", TINY | {"results_path": str(tmp_path / "results")})
     assert result.returncode == 0, result.stderr[-4000:]
+    output = result.stdout + result.stderr
+    for done in (1, 2):
+        assert re.search(rf"spatial_ae.workflow: simulation {done}/2 done, elapsed \d+:\d\d, ETA \d+:\d\d", output)
+    assert " epoch 1/" not in output and "ae: " in output  # the workers log, but not every epoch
+    for noise in ("Downloading artifacts", "cpu_feature_guard", "tf.function retracing"):
+        assert noise not in output, noise
     client = MlflowClient()
     parents = client.search_runs([server_tracking["experiment_id"]], "tags.`spatial_ae.step` = 'main'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
