@@ -12,6 +12,9 @@ from typing import Any
 from .recipes import EXTRA_UNLABELLED, POSITION_FEATURES, RECIPES
 
 
+AE_MIN_EPOCHS = 50  # the default of ae_min_epochs, also of the Python functions that take it
+
+
 class ParameterError(ValueError):
     """A parameter that is not a number, is out of range or is not one of the choices."""
 
@@ -126,7 +129,7 @@ FEATURIZE = (*FEATURIZE, SPARK_MASTER)
 
 PRETRAIN_HYPERPARAMETERS = (
     _int("ae_epochs", 500, "maximum auto-encoder epochs", low=1),
-    _int("ae_min_epochs", 50, "auto-encoder epochs before early stopping may stop it; 0 = the paper's early "
+    _int("ae_min_epochs", AE_MIN_EPOCHS, "auto-encoder epochs before early stopping may stop it; 0 = the paper's early "
          "stopping (from the first epoch), where the raw-MFCC auto-encoder's validation loss stalls early and "
          "stops it before it has learnt the words (docs/RESULTS.md)"),
     PATIENCE,

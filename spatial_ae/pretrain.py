@@ -10,9 +10,10 @@ import numpy as np
 from . import registry, tracking, training
 from .corpus import UNLABELLED
 from .errors import UserError
+from .features import MEL_SHAPE, MFCC_SHAPE
 from .featurize import load_feature_set
 from .models import build_autoencoder
-from .features import MEL_SHAPE, MFCC_SHAPE
+from .params import AE_MIN_EPOCHS
 from .recipes import mfcc_statistics, position_loss_scale, position_targets, resolve_recipe
 from .training import fit, seed_everything
 
@@ -39,7 +40,7 @@ def check_anchors_of_run(featurize_run_id: str, options_list: list[dict]) -> Non
 
 
 def pretrain(featurize_run_id: str, ae_epochs: int, patience: int, optimizer: str, batch_size: int, recipe: str,
-             seed: int, ae_min_epochs: int = 0, **recipe_options) -> str:
+             seed: int, ae_min_epochs: int = AE_MIN_EPOCHS, **recipe_options) -> str:
     """Run the pretrain step; returns the registered encoder's `models:/spatial-ae-encoder/N` URI.
     `recipe_options` (recipes.RECIPE_OPTIONS, None = from the recipe) override the recipe's."""
     options = resolve_recipe(recipe, **recipe_options)
@@ -99,7 +100,7 @@ def synthetic_voices(count: int, rng: np.random.Generator) -> tuple[np.ndarray, 
 
 
 def train_and_register(feature_set, featurize_run_id: str, ae_epochs: int, patience: int, optimizer: str,
-                       batch_size: int, seed: int, recipe: str = "paper", ae_min_epochs: int = 0,
+                       batch_size: int, seed: int, recipe: str = "paper", ae_min_epochs: int = AE_MIN_EPOCHS,
                        **recipe_options) -> str:
     """Train an auto-encoder in the active run, log and register its encoder; returns the registered URI.
 

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from . import parallel, spark, tracking
 from .evaluate import EMBEDDING_DNN, MFCC_CNN, MFCC_DNN
 from .featurize import featurize
+from .params import AE_MIN_EPOCHS
 from .pretrain import check_anchors_of_run
 from .recipes import resolve_recipe
 from .summarize import describe, run_results_folder
@@ -74,7 +75,7 @@ def sweep(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_si
           optimizer: str, batch_size: int, dnn_epochs: int, cnn_epochs: int, recipes: list[str] | str,
           position_loss_weights: list[float] | str, labelled_per_word: list[int] | str, num_simulations: int,
           results_path: str, parallel_simulations: int = 0, include_unknown_silence: bool = False,
-          ae_min_epochs: int = 0, spark_master: str = "", **recipe_options) -> str:
+          ae_min_epochs: int = AE_MIN_EPOCHS, spark_master: str = "", **recipe_options) -> str:
     """Run the grid; returns the sweep's run id. Options given explicitly override every recipe's.
     `parallel_simulations`: worker processes (0 = one per core); worker k runs simulation k of every cell.
     `spark_master`: featurize and the simulations run on that Spark cluster, task k = simulation k of every cell."""

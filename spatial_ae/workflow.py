@@ -21,6 +21,7 @@ from . import parallel, tracking, training
 from .errors import UserError
 from .evaluate import evaluate_encoder
 from .featurize import featurize, load_feature_set
+from .params import AE_MIN_EPOCHS
 from .pretrain import check_anchors_of_run, train_and_register
 from .recipes import encoder_identity, resolve_recipe
 
@@ -44,7 +45,7 @@ def main(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_siz
          synthetic_clips_per_word: int, seed: int, ae_epochs: int, patience: int,
          optimizer: str, batch_size: int, dnn_epochs: int, cnn_epochs: int, num_simulations: int,
          results_path: str, recipe: str = "paper", labelled_per_word: int = 0, parallel_simulations: int = 0,
-         include_unknown_silence: bool = False, ae_min_epochs: int = 0, spark_master: str = "",
+         include_unknown_silence: bool = False, ae_min_epochs: int = AE_MIN_EPOCHS, spark_master: str = "",
          **recipe_options) -> str:
     """Run the whole experiment; returns the parent run id. The recipe's options are resolved (and logged)
     here; explicit options override the recipe. `parallel_simulations`: worker processes (0 = one per core);
