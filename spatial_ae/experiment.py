@@ -113,9 +113,21 @@ def describe(client: MlflowClient, experiment_id: str, dataset: str) -> None:
     """The experiment's description (unless it has one), kind and saved headline view."""
     tags = client.get_experiment(experiment_id).tags
     if not tags.get(NOTE_TAG):
-        client.set_experiment_tag(experiment_id, NOTE_TAG, DESCRIPTION.format(dataset=dataset))
-    client.set_experiment_tag(experiment_id, KIND_TAG, KIND)
-    client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{UI_VIEW}", json.dumps(headline_view()))
+        _set_experiment_tag(client, experiment_id, NOTE_TAG, DESCRIPTION.format(dataset=dataset))
+    _set_experiment_tag(client, experiment_id, KIND_TAG, KIND)
+    _set_experiment_tag(client, experiment_id, f"mlflow.sharedViewState.{UI_VIEW}", json.dumps(headline_view()))
+
+
+def _set_experiment_tag(client: MlflowClient, experiment_id: str, key: str, value: str) -> None:
+    """Set an experiment tag, also when another process sets it at the same moment: MLflow's SQL store inserts a
+    tag it did not find, so the second of two simultaneous first writes fails on the unique key; the retry updates."""
+    for attempt in range(3):
+        try:
+            client.set_experiment_tag(experiment_id, key, value)
+            return
+        except mlflow.exceptions.MlflowException as error:
+            if "UNIQUE constraint" not in str(error) and "duplicate key" not in str(error) or attempt == 2:
+                raise
 
 
 def headline_view() -> dict:

@@ -429,3 +429,19 @@ def test_mlflow_run_against_a_down_server_fails_fast_with_the_documented_variabl
     assert ours.returncode == 2 and "Traceback" not in ours.stderr, ours.stderr[-3000:]
     [line] = [line for line in ours.stderr.splitlines() if line.startswith("error: ")]
     assert uri in line and "not reachable" in line
+
+
+def test_simultaneous_first_descriptions_of_an_experiment_do_not_fail(server_tracking):
+    """Four workflows starting at once all describe their fresh experiment: the SQL store's insert of a tag it did
+    not find fails on the unique key for all but one of them, unless the write is retried (CI failure, stop 29)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from spatial_ae.experiment import KIND, KIND_TAG, NOTE_TAG, describe
+
+    client = MlflowClient()
+    for _ in range(5):
+        experiment_id = client.create_experiment(f"describe-race-{uuid.uuid4().hex[:8]}")
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: describe(MlflowClient(), experiment_id, "synthetic"), range(8)))
+        tags = client.get_experiment(experiment_id).tags
+        assert tags[KIND_TAG] == KIND and "synthetic" in tags[NOTE_TAG]
