@@ -1,9 +1,9 @@
-"""Keras's Adamax against `spatial_ae.training.FusedAdamax` (TensorFlow's fused kernel), in CPU seconds per epoch.
+"""Keras's Adamax against `spatial_ae.method.training.FusedAdamax` (TensorFlow's fused kernel), in CPU seconds per epoch.
 
     python benchmarks/adamax_kernel.py [--repeats 2] [--epochs 6] [--rows 12000]
 
 Trains the paper's auto-encoder (position head, MSE + MSE, batch 32) on standardised random rows (10 % held
-out for early stopping) through `spatial_ae.training.fit` (fast path), once with each optimizer per repeat, the
+out for early stopping) through `spatial_ae.method.training.fit` (fast path), once with each optimizer per repeat, the
 order alternating, each in a fresh process with one intra-op and one inter-op thread, as in a simulation
 worker. CPU time (not wall time) per epoch, because in the workflow two workers keep both cores busy, and CPU
 time is what one simulation takes from the other; the median leaves out the first epoch (tracing). Printed:
@@ -32,8 +32,8 @@ def timed_autoencoder_fit(optimizer, epochs: int, rows: int) -> tuple[list[tuple
     os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     import numpy as np
 
-    from spatial_ae import training
-    from spatial_ae.models import build_autoencoder
+    from spatial_ae.method import training
+    from spatial_ae.method.models import build_autoencoder
 
     x = np.random.default_rng(0).normal(size=(rows, 640)).astype(np.float32)
     targets = {"reconstruction": x, "position": x[:, :1] ** 2}
@@ -48,7 +48,7 @@ def timed_autoencoder_fit(optimizer, epochs: int, rows: int) -> tuple[list[tuple
             if " epoch " in record.getMessage():
                 marks.append((time.perf_counter(), time.process_time()))
 
-    logger = logging.getLogger("spatial_ae.training")
+    logger = logging.getLogger("spatial_ae.method.training")
     logger.setLevel(logging.DEBUG)
     logger.addHandler(EpochMarks())
     history = training.fit(model, x[:split], {k: v[:split] for k, v in targets.items()},
@@ -62,7 +62,7 @@ def run_one(optimizer: str, epochs: int, rows: int) -> None:
     import keras
     import numpy as np
 
-    from spatial_ae import training
+    from spatial_ae.method import training
 
     chosen = training.FusedAdamax() if optimizer == "fused" else keras.optimizers.Adamax()
     marks, val_loss = timed_autoencoder_fit(chosen, epochs, rows)

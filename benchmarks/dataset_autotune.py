@@ -4,7 +4,7 @@
 
 Each repeat starts two processes at once for each variant (the order alternating), as `main` runs two
 simulation workers on a 2-core machine: one intra-op and one inter-op thread each, both training the paper's
-auto-encoder (position head, FusedAdamax, batch 32, 10 % held out) through `spatial_ae.training.fit` on
+auto-encoder (position head, FusedAdamax, batch 32, 10 % held out) through `spatial_ae.method.training.fit` on
 standardised random rows. Variants of the training pipeline (`training._dataset`):
 
 - **autotuned**: `.batch(32).prefetch(tf.data.AUTOTUNE)` with tf.data's default options (autotuning on);
@@ -27,7 +27,7 @@ def autotuned_dataset(x, y, batch_size: int, shuffle: bool):
     """The training pipeline as it was before: prefetched, with tf.data's autotuning on."""
     import tensorflow as tf
 
-    from spatial_ae.training import _as_float32
+    from spatial_ae.method.training import _as_float32
 
     x, y = _as_float32(x), _as_float32(y)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).cache()
@@ -41,7 +41,7 @@ def run_one(variant: str, epochs: int, rows: int) -> None:
     import numpy as np
     from adamax_kernel import timed_autoencoder_fit  # puts the repository on sys.path
 
-    from spatial_ae import training
+    from spatial_ae.method import training
 
     if variant == "autotuned":
         training._dataset = autotuned_dataset

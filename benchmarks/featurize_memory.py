@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from featurize_throughput import write_synthetic_wavs  # noqa: E402  (sibling script)
 
-from spatial_ae.features import featurize_files  # noqa: E402
+from spatial_ae.data.features import featurize_files  # noqa: E402
 
 
 def rss_bytes(pid: int) -> int:

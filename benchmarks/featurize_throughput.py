@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spatial_ae.features import featurize_files, mfcc_and_mel  # noqa: E402
+from spatial_ae.data.features import featurize_files, mfcc_and_mel  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("SPATIAL_AE_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))

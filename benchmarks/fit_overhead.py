@@ -3,7 +3,7 @@
     python benchmarks/fit_overhead.py [--fits 4] [--rows 2000] [--epochs 3]
 
 Every simulation trains four fresh models (the auto-encoder, the embedding DNN, the MFCC-CNN, the MFCC-DNN), and
-Keras traces its train and test functions anew for each model. `spatial_ae.training.fit` reuses, within a
+Keras traces its train and test functions anew for each model. `spatial_ae.method.training.fit` reuses, within a
 process, a compiled twin of the same architecture (`REUSE_TRACED`, see spatial_ae/training.py). This trains
 --fits models of each kind, one after the other, each from its own seed, in this one process, alternating
 "trace" (`REUSE_TRACED = False`, a fresh model traced every fit) and "reuse" (the default), and checks that
@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def one_fit(kind: str, seed: int, x: np.ndarray, y: np.ndarray, epochs: int):
     """Build, compile and fit one model of `kind` as the pretrain and evaluate steps do; returns it."""
-    from spatial_ae import training
-    from spatial_ae.models import build_autoencoder, build_dnn_probe, build_mfcc_cnn
+    from spatial_ae.method import training
+    from spatial_ae.method.models import build_autoencoder, build_dnn_probe, build_mfcc_cnn
 
     training.seed_everything(seed)
     split = len(x) * 9 // 10
@@ -55,7 +55,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
 
-    from spatial_ae import parallel, training
+    from spatial_ae.runs import parallel
+    from spatial_ae.method import training
 
     parallel.configure_threads(1)
     rng = np.random.default_rng(0)

@@ -64,12 +64,12 @@ def main() -> None:
 
     import mlflow
 
-    from spatial_ae import spark
-    from spatial_ae.embed import embed
-    from spatial_ae.features import featurize_files
+    from spatial_ae.runs import spark
+    from spatial_ae.steps.embed import embed
+    from spatial_ae.data.features import featurize_files
     from spatial_ae.params import parse_step_params
-    from spatial_ae.synthetic import synthetic_corpus
-    from spatial_ae.workflow import main as run_main
+    from spatial_ae.data.synthetic import synthetic_corpus
+    from spatial_ae.runs.workflow import main as run_main
 
     corpus = synthetic_corpus(clips_per_word=args.clips_per_word, seed=0, progress=False)
     files = sorted(corpus.rglob("*.wav")) * args.repeat

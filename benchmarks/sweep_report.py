@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from spatial_ae.recipes import RECIPES, encoder_identity, resolve_recipe
-from spatial_ae.summarize import describe
+from spatial_ae.method.recipes import RECIPES, encoder_identity, resolve_recipe
+from spatial_ae.steps.summarize import describe
 
 
 def configuration(row) -> str:
@@ -108,7 +108,7 @@ def label(path: str) -> str:
 
 def pooled_figure(paths: list[str], figure_path: str) -> None:
     """The sweep's label-efficiency figure over all files, each (file, simulation) one simulation."""
-    from spatial_ae.sweep import label_efficiency_figure
+    from spatial_ae.runs.sweep import label_efficiency_figure
 
     tables = [pd.read_csv(path).assign(simulation=lambda t, name=label(path): name + "/" + t["simulation"].astype(str))
               for path in paths]

@@ -4,7 +4,7 @@
 
 Data: MFCC (640) and power mel (4,096) of --distinct-clips generated 1 s, 16 kHz signals (tones with a harmonic,
 chirps, band-limited noise, each with a random onset, length and gain, plus a faint noise floor), computed
-with `spatial_ae.features.mfcc_and_mel`; position = cosine distance of the mel to the mean mel (the `paper`
+with `spatial_ae.data.features.mfcc_and_mel`; position = cosine distance of the mel to the mean mel (the `paper`
 recipe: raw MFCC in and out); --clips rows cycle over them with 5% Gaussian jitter. 10% is held out for early stopping, as in the pretrain step.
 
 Both implementations train the same auto-encoder (`build_autoencoder(75)`, Adamax, MSE + MSE, batch 32,
@@ -12,7 +12,7 @@ EarlyStopping(val_loss, patience, best weights restored)) from the same seed, in
 (plain, fast, plain, fast, ...; the order flips every repeat) so that a busy machine slows both alike:
 
 - plain: NumPy arrays into `model.fit(..., batch_size=32, shuffle=True)`, default `compile` options;
-- fast:  `spatial_ae.training.fit` (tf.data pipeline, large validation batches, steps_per_execution).
+- fast:  `spatial_ae.method.training.fit` (tf.data pipeline, large validation batches, steps_per_execution).
 
 Printed per run: epochs to early stopping, seconds per epoch (the first epoch, which traces the functions,
 counted separately), total seconds, final (restored best) validation loss; then the median ratios.
@@ -64,7 +64,7 @@ def autoencoder_data(count: int, distinct: int, seed: int = 0):
     `distinct` clips are generated and featurized; row i is clip i % distinct's MFCC plus Gaussian jitter of
     5% of each coefficient's standard deviation (featurizing 12,000 clips would take minutes on 2 busy cores).
     """
-    from spatial_ae.features import anchor, cosine_positions, mfcc_and_mel
+    from spatial_ae.data.features import anchor, cosine_positions, mfcc_and_mel
 
     distinct = min(distinct, count)
     mfcc, mels = [], []
@@ -100,8 +100,8 @@ class EpochTimer:
 def train_once(path: str, x, positions, max_epochs: int, patience: int, seed: int) -> dict:
     import keras
 
-    from spatial_ae import training
-    from spatial_ae.models import build_autoencoder
+    from spatial_ae.method import training
+    from spatial_ae.method.models import build_autoencoder
 
     order = np.random.default_rng(seed).permutation(len(x))
     n_val = max(1, int(round(0.1 * len(x))))

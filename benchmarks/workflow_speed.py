@@ -9,14 +9,14 @@ synthetic corpus of 2,000 clips per word (60,000 clips, ~6,000 in each list, as 
 4 simulations unless --simulations says otherwise. The synthetic eSpeak NG corpus is generated once into the
 usual cache ($SPATIAL_AE_CACHE or ~/.cache/spatial_ae), outside the timing.
 
-Each workflow runs `spatial_ae.workflow.main` in a fresh Python process (TensorFlow's thread pools are fixed
+Each workflow runs `spatial_ae.runs.workflow.main` in a fresh Python process (TensorFlow's thread pools are fixed
 when it starts) with its own SQLite store in a temporary folder, so nothing is reused between them:
 
 - **straightforward**: the paper's per-clip librosa loop for the features (`featurize_throughput.naive_features`),
   NumPy arrays into `model.fit` (`SPATIAL_AE_TRAINING=plain`), TensorFlow's default thread pools (one thread per
   core in each), the simulations one after the other (`parallel_simulations=1`);
-- **project**: the defaults: `spatial_ae.features.featurize_files`, the tf.data training path, thread pools
-  sized by `spatial_ae.parallel.configure_threads`, one simulation per core in worker processes.
+- **project**: the defaults: `spatial_ae.data.features.featurize_files`, the tf.data training path, thread pools
+  sized by `spatial_ae.runs.parallel.configure_threads`, one simulation per core in worker processes.
 
 Everything else (models, batch 32, optimisers, seeds, early stopping, MLflow logging, registration, summary)
 is the same code. The two alternate (straightforward first, then project first on the next repeat).
@@ -47,7 +47,7 @@ def naive_featurize_files(paths, relative_names=None, keep_mel=None, **_):
     import numpy as np
     from featurize_throughput import naive_features
 
-    from spatial_ae.features import FeatureTable
+    from spatial_ae.data.features import FeatureTable
 
     mfcc, mel, _ = naive_features([Path(path) for path in paths])
     keep = np.ones(len(paths), bool) if keep_mel is None else np.asarray(keep_mel, bool)
@@ -60,9 +60,10 @@ def run_one(path: str, folder: Path, raw: dict) -> dict:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from spatial_ae import features, training
+    from spatial_ae.data import features
+    from spatial_ae.method import training
     from spatial_ae.params import parse_step_params
-    from spatial_ae.workflow import main, simulation_runs
+    from spatial_ae.runs.workflow import main, simulation_runs
 
     if path == "straightforward":
         features.featurize_files = naive_featurize_files
@@ -91,7 +92,7 @@ def run_one(path: str, folder: Path, raw: dict) -> dict:
 def run_in_subprocess(path: str, folder: Path, raw: dict) -> dict:
     """`run_one` in a fresh Python process; the straightforward one keeps TensorFlow's default threads."""
     env = dict(os.environ)
-    if path == "straightforward":  # TensorFlow's defaults, which spatial_ae.parallel would otherwise change
+    if path == "straightforward":  # TensorFlow's defaults, which spatial_ae.runs.parallel would otherwise change
         cores = str(os.cpu_count() or 1)
         env |= {"TF_NUM_INTRAOP_THREADS": cores, "TF_NUM_INTEROP_THREADS": cores}
     out = folder / "result.json"
@@ -139,7 +140,7 @@ def main(argv=None) -> None:
                synthetic_clips_per_word=clips_per_word, ae_epochs=args.ae_epochs, patience=args.patience,
                dnn_epochs=args.dnn_epochs, cnn_epochs=args.cnn_epochs, num_simulations=simulations)
     print(f"configuration: {raw}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
-    from spatial_ae.synthetic import synthetic_corpus
+    from spatial_ae.data.synthetic import synthetic_corpus
 
     synthetic_corpus(clips_per_word=clips_per_word, seed=0)  # generated once, not timed
     rows = []

@@ -15,10 +15,10 @@ import time
 import warnings
 from pathlib import Path
 
-from .errors import UserError
-from .parallel import PARENT_POLL_SECONDS, configure_threads, die_with_parent
-from .params import STEPS, ParameterError, parse_run_settings, parse_step_params
-from .tracking import check_tracking_server
+from spatial_ae.errors import UserError
+from spatial_ae.runs.parallel import PARENT_POLL_SECONDS, configure_threads, die_with_parent
+from spatial_ae.params import STEPS, ParameterError, parse_run_settings, parse_step_params
+from spatial_ae.mlflow_io.tracking import check_tracking_server
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_LEVEL_VARIABLE = "SPATIAL_AE_LOG_LEVEL"  # DEBUG shows every training epoch; default INFO
@@ -27,28 +27,28 @@ TRAINING_STEPS = ("pretrain", "evaluate", "main", "kws", "sweep")
 
 # step name -> "module:function"; each function takes the parsed parameters as keywords.
 STEP_FUNCTIONS = {
-    "featurize": "spatial_ae.featurize:featurize",
-    "pretrain": "spatial_ae.pretrain:pretrain",
-    "evaluate": "spatial_ae.evaluate:evaluate",
-    "summarize": "spatial_ae.summarize:summarize",
-    "main": "spatial_ae.workflow:main",
-    "kws": "spatial_ae.kws:train_keyword_spotter",
-    "predict": "spatial_ae.kws:predict_keywords",
-    "sweep": "spatial_ae.sweep:sweep",
-    "embed": "spatial_ae.embed:embed",
+    "featurize": "spatial_ae.steps.featurize:featurize",
+    "pretrain": "spatial_ae.steps.pretrain:pretrain",
+    "evaluate": "spatial_ae.steps.evaluate:evaluate",
+    "summarize": "spatial_ae.steps.summarize:summarize",
+    "main": "spatial_ae.runs.workflow:main",
+    "kws": "spatial_ae.steps.kws:train_keyword_spotter",
+    "predict": "spatial_ae.steps.kws:predict_keywords",
+    "sweep": "spatial_ae.runs.sweep:sweep",
+    "embed": "spatial_ae.steps.embed:embed",
 }
 
 
 def user_errors() -> tuple[type[Exception], ...]:
-    from .audio import AudioError
-    from .download import DownloadError
+    from spatial_ae.data.audio import AudioError
+    from spatial_ae.data.download import DownloadError
 
     return (ParameterError, UserError, AudioError, DownloadError)
 
 
 def _simulations_failed(error: BaseException) -> bool:
     """A failed simulation (workflow.SimulationsFailed; each failure is already logged with its traceback)."""
-    workflow = sys.modules.get("spatial_ae.workflow")
+    workflow = sys.modules.get("spatial_ae.runs.workflow")
     return workflow is not None and isinstance(error, workflow.SimulationsFailed)
 
 
@@ -152,12 +152,12 @@ def apply_run_settings(settings: dict, dataset: str | None) -> str | None:
         if importlib.util.find_spec("tensorboard") is None:
             raise UserError("tensorboard=true needs the tensorboard package. Fix: pip install 'spatial_ae[tensorboard]' "
                             "(or pip install tensorboard), or leave tensorboard false")
-        from .training import TENSORBOARD_VARIABLE
+        from spatial_ae.method.training import TENSORBOARD_VARIABLE
 
         os.environ[TENSORBOARD_VARIABLE] = "1"
     if "experiment_name" not in settings:
         return None
-    from .experiment import use_experiment
+    from spatial_ae.mlflow_io.experiment import use_experiment
 
     return use_experiment(settings["experiment_name"], dataset)
 
@@ -180,7 +180,7 @@ def main(step: str, argv: list[str] | None = None) -> int:
             configure_threads(1)
         step_function(step)(**params)
         if experiment_id is not None:
-            from .experiment import where_to_look
+            from spatial_ae.mlflow_io.experiment import where_to_look
 
             logging.getLogger(__name__).info("%s", where_to_look(experiment_id))
     except user_errors() as error:

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .recipes import EXTRA_UNLABELLED, POSITION_FEATURES, RECIPES
+from spatial_ae.method.recipes import EXTRA_UNLABELLED, POSITION_FEATURES, RECIPES
 
 
 AE_MIN_EPOCHS = 50  # the default of ae_min_epochs, also of the Python functions that take it
@@ -279,7 +279,7 @@ def check_step_params(step: str, params: dict[str, Any]) -> None:
         raise ParameterError(f"parameter inputs: {Path(params['inputs']).expanduser()} does not exist; pass "
                              f"-P inputs=<a .wav file or a folder of them>")
     if step == "embed":
-        from .embed import check_embed_paths
+        from spatial_ae.steps.embed import check_embed_paths
 
         check_embed_paths(params["corpus"], params["output_path"])
     seed, simulations = params.get("seed"), params.get("num_simulations", 1)

@@ -59,7 +59,7 @@ def fsdd() -> Path:
 
 @pytest.fixture(scope="session")
 def small_synthetic_corpus(isolated_cache) -> Path:
-    from spatial_ae.synthetic import synthetic_corpus
+    from spatial_ae.data.synthetic import synthetic_corpus
 
     return synthetic_corpus(clips_per_word=SMALL_CLIPS_PER_WORD, seed=0, progress=False)
 

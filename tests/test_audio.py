@@ -1,4 +1,4 @@
-"""spatial_ae.audio: WAV files of many formats become 1 s, 16 kHz mono float32 clips."""
+"""spatial_ae.data.audio: WAV files of many formats become 1 s, 16 kHz mono float32 clips."""
 
 import os
 from pathlib import Path
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from spatial_ae.audio import CLIP_SAMPLES, SAMPLE_RATE, AudioError, load_clip, to_clip
+from spatial_ae.data.audio import CLIP_SAMPLES, SAMPLE_RATE, AudioError, load_clip, to_clip
 
 SHARED_DATA = Path(os.environ.get("SPATIAL_AE_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -18,7 +18,7 @@ import pytest
 import soundfile
 from mlflow.tracking import MlflowClient
 
-from spatial_ae.featurize import featurize, load_feature_set
+from spatial_ae.steps.featurize import featurize, load_feature_set
 from tests.conftest import REPO
 
 WORDS = ("no", "yes")

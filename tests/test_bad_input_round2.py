@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from spatial_ae.corpus import TRAIN, UNLABELLED, CorpusError, read_corpus_dir
+from spatial_ae.data.corpus import TRAIN, UNLABELLED, CorpusError, read_corpus_dir
 from tests.test_bad_input import assert_one_line_error, good_corpus, run_cli
 
 
@@ -151,7 +151,7 @@ def test_evaluate_with_an_encoder_that_does_not_exist(sqlite_tracking):
 def test_more_anchors_than_unlabelled_clips_is_refused_before_training(sqlite_tracking, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from spatial_ae.pretrain import check_anchors
+    from spatial_ae.steps.pretrain import check_anchors
 
     with pytest.raises(Exception, match=r"num_anchors=9 is more than the 8 unlabelled clips"):
         check_anchors(8, {"position_loss_weight": 1.0, "num_anchors": 9})
@@ -170,7 +170,7 @@ def test_more_anchors_than_unlabelled_clips_is_refused_before_training(sqlite_tr
 
 def test_failed_simulations_end_the_command_with_one_error_line(sqlite_tracking, monkeypatch, capsys):
     from spatial_ae import cli
-    from spatial_ae.workflow import SimulationsFailed
+    from spatial_ae.runs.workflow import SimulationsFailed
 
     def failing(**params):
         raise SimulationsFailed("1 of 2 simulations failed: simulation 2: ValueError: boom")
@@ -191,7 +191,7 @@ def test_failed_simulations_end_the_command_with_one_error_line(sqlite_tracking,
 ])
 def test_words_whose_metric_names_collide_or_are_too_long(words, named):
     from spatial_ae.errors import UserError
-    from spatial_ae.metrics import check_word_metric_names
+    from spatial_ae.method.metrics import check_word_metric_names
 
     with pytest.raises(UserError) as error:
         check_word_metric_names(words)
@@ -201,9 +201,9 @@ def test_words_whose_metric_names_collide_or_are_too_long(words, named):
 
 
 def test_metric_prefixes_cover_every_model():
-    from spatial_ae.evaluate import EMBEDDING_DNN, MFCC_CNN, MFCC_DNN
-    from spatial_ae.kws import PREFIX
-    from spatial_ae.metrics import MODEL_PREFIXES
+    from spatial_ae.steps.evaluate import EMBEDDING_DNN, MFCC_CNN, MFCC_DNN
+    from spatial_ae.steps.kws import PREFIX
+    from spatial_ae.method.metrics import MODEL_PREFIXES
 
     assert {EMBEDDING_DNN, MFCC_CNN, MFCC_DNN, PREFIX} <= set(MODEL_PREFIXES)
 

@@ -1,4 +1,4 @@
-"""Tests for spatial_ae.download, without the internet (local archives and a local HTTP server)."""
+"""Tests for spatial_ae.data.download, without the internet (local archives and a local HTTP server)."""
 
 import functools
 import hashlib
@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from spatial_ae import download
-from spatial_ae.download import DownloadError, download_speech_commands
+from spatial_ae.data import download
+from spatial_ae.data.download import DownloadError, download_speech_commands
 
 NAME = "speech_commands_v0.01"
 FILE = "speech_commands_v0.01.tar.gz"

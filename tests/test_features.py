@@ -1,4 +1,4 @@
-"""spatial_ae.features: batched features equal the paper's per-clip librosa calls.
+"""spatial_ae.data.features: batched features equal the paper's per-clip librosa calls.
 
 Tolerances, measured on 3,522 clips (all 3,300 shared real clips, tones, chirps,
 impulses, silence, random noise mixtures at -120..0 dB). Both STFTs run in float32
@@ -22,8 +22,8 @@ import pytest
 import soundfile
 from scipy.spatial.distance import cdist
 
-from spatial_ae.audio import load_clip
-from spatial_ae.features import (MEL_DIM, MEL_SHAPE, MFCC_DIM, MFCC_SHAPE, FeatureTable, anchor,
+from spatial_ae.data.audio import load_clip
+from spatial_ae.data.features import (MEL_DIM, MEL_SHAPE, MFCC_DIM, MFCC_SHAPE, FeatureTable, anchor,
                                  cosine_positions, featurize_files, mfcc_and_mel, mfcc_only)
 
 SHARED_DATA = Path(os.environ.get("SPATIAL_AE_SHARED_DATA",
@@ -78,7 +78,7 @@ def test_shapes_and_constants():
 def test_filterbank_and_window_equal_librosa(n_fft):
     from scipy.signal import get_window
 
-    from spatial_ae.features import _mel_filters, _Spectrogram
+    from spatial_ae.data.features import _mel_filters, _Spectrogram
 
     np.testing.assert_array_equal(_mel_filters(n_fft), librosa.filters.mel(sr=16000, n_fft=n_fft))
     window = get_window("hann", n_fft, fftbins=True).astype(np.float32)

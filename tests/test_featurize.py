@@ -8,8 +8,8 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 from scipy.spatial.distance import cdist
 
-from spatial_ae.corpus import TEST, TRAIN, UNLABELLED
-from spatial_ae.featurize import featurize, load_feature_set
+from spatial_ae.data.corpus import TEST, TRAIN, UNLABELLED
+from spatial_ae.steps.featurize import featurize, load_feature_set
 from tests.conftest import REPO, SMALL_CLIPS_PER_WORD
 
 SMALL = dict(unlabeled_set_size=200, lbl_trai_size=20, lbl_test_size=30, synthetic_clips_per_word=SMALL_CLIPS_PER_WORD, seed=0)

@@ -13,12 +13,12 @@ from mlflow.tracking import MlflowClient
 
 from spatial_ae.cli import main as cli_main
 from spatial_ae.errors import UserError
-from spatial_ae.evaluate import train_and_test
-from spatial_ae.kws import KWS_NAME, input_files, load_labelled_set, predict_keywords, train_keyword_spotter
-from spatial_ae.models import build_mfcc_cnn
+from spatial_ae.steps.evaluate import train_and_test
+from spatial_ae.steps.kws import KWS_NAME, input_files, load_labelled_set, predict_keywords, train_keyword_spotter
+from spatial_ae.method.models import build_mfcc_cnn
 from spatial_ae.params import parse_step_params
-from spatial_ae.registry import ENCODER_NAME, registered_version
-from spatial_ae.training import seed_everything
+from spatial_ae.mlflow_io.registry import ENCODER_NAME, registered_version
+from spatial_ae.method.training import seed_everything
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 TRAIN_SPEAKERS = ("george", "jackson", "lucas", "nicolas")  # takes 5-9 train, takes 10-11 early stopping
@@ -31,8 +31,8 @@ def registered_encoder(corpus_dir, ae_epochs: int = 5) -> str:
 
     The 'balanced' recipe (standardised MFCC in): the paper's recipe, 5 epochs on the 205 unlabelled clips of
     the sample, gives FSDD accuracies near 0.2-0.35 here."""
-    from spatial_ae.featurize import featurize
-    from spatial_ae.pretrain import pretrain
+    from spatial_ae.steps.featurize import featurize
+    from spatial_ae.steps.pretrain import pretrain
 
     run_id = featurize(str(corpus_dir), unlabeled_set_size=12000, lbl_trai_size=3000, lbl_test_size=6000,
                        synthetic_clips_per_word=100, seed=0)

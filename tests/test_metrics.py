@@ -2,7 +2,7 @@
 import numpy as np
 from sklearn.metrics import precision_score, recall_score
 
-from spatial_ae.metrics import classification_report
+from spatial_ae.method.metrics import classification_report
 
 
 def test_orientation_on_a_hand_made_case():

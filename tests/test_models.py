@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spatial_ae import training
-from spatial_ae.models import build_autoencoder, build_dnn_probe, build_mfcc_cnn
+from spatial_ae.method import training
+from spatial_ae.method.models import build_autoencoder, build_dnn_probe, build_mfcc_cnn
 
 
 def test_spatial_autoencoder_has_both_heads():

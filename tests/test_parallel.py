@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from spatial_ae.parallel import simulation_processes
+from spatial_ae.runs.parallel import simulation_processes
 from tests.conftest import REPO
 
 THREADS = """
 import json, sys
-from spatial_ae.parallel import configure_threads
+from spatial_ae.runs.parallel import configure_threads
 import tensorflow as tf
 configure_threads(int(sys.argv[1]))
 print(json.dumps([tf.config.threading.get_intra_op_parallelism_threads(),

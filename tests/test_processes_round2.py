@@ -12,7 +12,8 @@ from tests.conftest import REPO, SMALL_CLIPS_PER_WORD
 
 ORPHAN_PARENT = """
 import os, sys, time
-from spatial_ae import parallel, workflow
+from spatial_ae.runs import parallel
+from spatial_ae.runs import workflow
 
 def task(pid_file):
     open(pid_file, "w").write(str(os.getpid()))
@@ -67,8 +68,8 @@ def test_feature_cache_is_checked_against_the_run_and_bounded(sqlite_tracking, s
 
     import numpy as np
 
-    from spatial_ae import tracking
-    from spatial_ae.featurize import featurize, load_feature_set
+    from spatial_ae.mlflow_io import tracking
+    from spatial_ae.steps.featurize import featurize, load_feature_set
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # never evict the user's own cache
     (tmp_path / "tmp").mkdir()
@@ -91,7 +92,7 @@ def test_feature_cache_is_checked_against_the_run_and_bounded(sqlite_tracking, s
 STORE_USER = """
 import sys, time
 import mlflow
-from spatial_ae import tracking
+from spatial_ae.mlflow_io import tracking
 mlflow.set_tracking_uri(sys.argv[1])
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all start together
 tracking.check_tracking_server()
@@ -113,7 +114,7 @@ def test_identical_workflows_at_once_run_each_simulation_once(sqlite_tracking, s
     (the second waits on the first's claim and reuses its runs) instead of running everything twice."""
     from mlflow.tracking import MlflowClient
 
-    from spatial_ae.workflow import SIMULATION_TAG
+    from spatial_ae.runs.workflow import SIMULATION_TAG
 
     arguments = ["--dataset", "synthetic", "--unlabeled_set_size", "60", "--lbl_trai_size", "20",
                  "--lbl_test_size", "20", "--synthetic_clips_per_word", str(SMALL_CLIPS_PER_WORD), "--ae_epochs", "2",
@@ -138,7 +139,7 @@ def test_a_read_only_store_stops_with_one_error_line(sqlite_tracking, monkeypatc
     import mlflow
     import pytest
 
-    from spatial_ae import tracking
+    from spatial_ae.mlflow_io import tracking
     from spatial_ae.errors import UserError
 
     db = sqlite_tracking["root"] / "mlflow.db"
@@ -155,7 +156,7 @@ def test_a_read_only_artifact_folder_stops_before_the_first_run(sqlite_tracking,
     import mlflow
     import pytest
 
-    from spatial_ae import tracking
+    from spatial_ae.mlflow_io import tracking
     from spatial_ae.errors import UserError
 
     artifacts = sqlite_tracking["root"] / "artifacts"

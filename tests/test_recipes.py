@@ -8,13 +8,13 @@ from mlflow.tracking import MlflowClient
 from scipy.spatial.distance import cdist
 from sklearn.cluster import KMeans
 
-from spatial_ae.corpus import TRAIN, UNLABELLED
-from spatial_ae.evaluate import labelled_sample, load_keras_encoder
-from spatial_ae.features import anchor, cosine_positions
+from spatial_ae.data.corpus import TRAIN, UNLABELLED
+from spatial_ae.steps.evaluate import labelled_sample, load_keras_encoder
+from spatial_ae.data.features import anchor, cosine_positions
 from spatial_ae.params import parse_step_params
-from spatial_ae.recipes import (RECIPES, dtw_distances, encoder_identity, exemplar_clips, mfcc_frames,
+from spatial_ae.method.recipes import (RECIPES, dtw_distances, encoder_identity, exemplar_clips, mfcc_frames,
                                 position_loss_scale, position_targets, resolve_recipe)
-from spatial_ae.workflow import main
+from spatial_ae.runs.workflow import main
 from tests.conftest import SMALL_CLIPS_PER_WORD
 
 TINY = dict(dataset="synthetic", unlabeled_set_size=240, lbl_trai_size=30, lbl_test_size=60,
@@ -121,7 +121,7 @@ def test_balanced_recipe_carries_the_normalisation_and_mfcc_dnn_is_logged(sqlite
         run_id=simulation.info.run_id, artifact_path="evaluation/per_class_metrics.csv"))
     assert set(per_class["model"]) == {"embedding_dnn", "mfcc_cnn", "mfcc_dnn"}
 
-    from spatial_ae.featurize import load_feature_set
+    from spatial_ae.steps.featurize import load_feature_set
 
     feature_set = load_feature_set(client.get_run(parent_id).data.tags["featurize_run_id"])
     encoder = load_keras_encoder(simulation.data.tags["encoder_uri"])
@@ -159,7 +159,7 @@ def test_tiny_sweep_writes_the_table_and_the_figure(sqlite_tracking, small_synth
     """The sweep's run tree (sweep > cells > simulations), its table and figure, here (1 simulation) and in 2
     worker processes (2); each (recipe, weight, simulation) pretrains once, the plain AE (weight 0) once for both
     recipes, and each (size, simulation) trains the baselines once."""
-    from spatial_ae.sweep import CSV_NAME, FIGURE_NAME, sweep
+    from spatial_ae.runs.sweep import CSV_NAME, FIGURE_NAME, sweep
 
     results = tmp_path / "sweep"
     params = parse_step_params("sweep", TINY | {"recipes": "balanced,dtw", "position_loss_weights": "0,1",
@@ -213,8 +213,8 @@ def test_tiny_sweep_writes_the_table_and_the_figure(sqlite_tracking, small_synth
 
 def _feature_set(unlabelled: int, seed: int = 0):
     """A FeatureSet of `unlabelled` clips whose MFCC and mel values are their frame numbers plus a clip offset."""
-    from spatial_ae.features import MEL_SHAPE, MFCC_SHAPE
-    from spatial_ae.featurize import FeatureSet
+    from spatial_ae.data.features import MEL_SHAPE, MFCC_SHAPE
+    from spatial_ae.steps.featurize import FeatureSet
 
     offsets = np.random.default_rng(seed).uniform(0, 1, unlabelled)[:, None, None]
     mfcc = (np.arange(MFCC_SHAPE[1])[None, None, :] + offsets + np.zeros((1, MFCC_SHAPE[0], 1))).reshape(unlabelled, -1)
@@ -225,7 +225,7 @@ def _feature_set(unlabelled: int, seed: int = 0):
 
 
 def test_shifted_frames_move_each_clip_in_time_and_repeat_the_edge_frame():
-    from spatial_ae.pretrain import shifted_frames
+    from spatial_ae.steps.pretrain import shifted_frames
 
     features = np.tile(np.arange(8, dtype=np.float32), (2, 3, 1)).reshape(2, -1)  # 2 clips, 3 bands, 8 frames
     moved = shifted_frames(features, (3, 8), np.array([2, -3])).reshape(2, 3, 8)
@@ -234,7 +234,7 @@ def test_shifted_frames_move_each_clip_in_time_and_repeat_the_edge_frame():
 
 
 def test_shifted_recipe_adds_copies_shifted_alike_in_mfcc_and_mel():
-    from spatial_ae.pretrain import added_clips
+    from spatial_ae.steps.pretrain import added_clips
 
     feature_set = _feature_set(10)
     rows = np.array([4, 1, 7, 0])
@@ -248,7 +248,7 @@ def test_shifted_recipe_adds_copies_shifted_alike_in_mfcc_and_mel():
 
 
 def test_voices_recipe_adds_as_many_synthetic_clips():
-    from spatial_ae.pretrain import added_clips
+    from spatial_ae.steps.pretrain import added_clips
 
     feature_set = _feature_set(6)
     mfcc, mel = added_clips(feature_set, np.arange(5), resolve_recipe("voices"), seed=0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from spatial_ae.registry import (ACCURACY_TAG, CHAMPION, NEWEST, SELECTION_TAG, converge_alias, newest_version,
+from spatial_ae.mlflow_io.registry import (ACCURACY_TAG, CHAMPION, NEWEST, SELECTION_TAG, converge_alias, newest_version,
                                  pinned_requirements, record_accuracy, update_champion)
 
 NAME = "alias-test-encoder"
@@ -42,7 +42,7 @@ def normalized(distribution: str) -> str:
 def test_the_pinned_requirements_hold_every_package_the_registered_models_import():
     """`mlflow models serve` without `--env-manager local` installs these pins and nothing else."""
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, spatial_ae.encoder_model\n"
+        [sys.executable, "-c", "import sys, spatial_ae.mlflow_io.pyfunc\n"
                                "print('\\n'.join(m.__file__ for n, m in sys.modules.items() "
                                "if n.startswith('spatial_ae') and getattr(m, '__file__', None)))"],
         capture_output=True, text=True, check=True).stdout.split()

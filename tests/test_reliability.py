@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from spatial_ae import summarize
+from spatial_ae.steps import summarize
 from tests.conftest import REPO, free_port
 
 STEP, SIMULATION_TAG = "spatial_ae.step", "spatial_ae.simulation"
@@ -141,8 +141,8 @@ def test_an_interruption_python_swallowed_stops_training_after_the_epoch(sqlite_
     import keras
     import numpy as np
 
-    from spatial_ae import tracking
-    from spatial_ae.training import fit
+    from spatial_ae.mlflow_io import tracking
+    from spatial_ae.method.training import fit
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")
@@ -166,8 +166,8 @@ def test_a_signal_landing_inside_keras_is_raised_after_the_fit(sqlite_tracking):
     import keras
     import numpy as np
 
-    from spatial_ae import tracking
-    from spatial_ae.training import fit
+    from spatial_ae.mlflow_io import tracking
+    from spatial_ae.method.training import fit
 
     sent = []
 
@@ -202,7 +202,7 @@ def test_a_signal_landing_inside_an_sqlite_write_is_raised_once_it_is_done(sqlit
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    from spatial_ae import tracking
+    from spatial_ae.mlflow_io import tracking
 
     sent, waited_to_the_end = [], []
 
@@ -396,7 +396,7 @@ def test_four_concurrent_workflows_on_one_server(server_tracking, small_syntheti
 def test_unreachable_tracking_server_stops_main_at_once(tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     start = time.time()  # baseline: the imports alone (TensorFlow) take seconds, more on a busy machine
-    subprocess.run([sys.executable, "-c", "import spatial_ae.workflow"], cwd=REPO, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-c", "import spatial_ae.runs.workflow"], cwd=REPO, capture_output=True, timeout=300)
     imports = time.time() - start
     start = time.time()
     result = subprocess.run(main_command(tmp_path / "corpus", tmp_path / "results", num_simulations=1),
@@ -436,7 +436,7 @@ def test_simultaneous_first_descriptions_of_an_experiment_do_not_fail(server_tra
     not find fails on the unique key for all but one of them, unless the write is retried (CI failure, stop 29)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from spatial_ae.experiment import KIND, KIND_TAG, NOTE_TAG, describe
+    from spatial_ae.mlflow_io.experiment import KIND, KIND_TAG, NOTE_TAG, describe
 
     client = MlflowClient()
     for _ in range(5):

@@ -14,8 +14,8 @@ import pytest
 import soundfile
 from mlflow.exceptions import MlflowException
 
-from spatial_ae.audio import AudioError
-from spatial_ae.encoder_model import AudioEncoder, InputRefused, clips_from_input
+from spatial_ae.data.audio import AudioError
+from spatial_ae.mlflow_io.pyfunc import AudioEncoder, InputRefused, clips_from_input
 
 
 class FakeEncoder:
@@ -88,7 +88,7 @@ def test_absurd_samples_are_refused(samples, message):
 
 
 def test_request_size_caps_are_checked_before_featurizing(monkeypatch):
-    import spatial_ae.encoder_model as encoder_model
+    import spatial_ae.mlflow_io.pyfunc as encoder_model
 
     monkeypatch.setattr(encoder_model, "mfcc_only", lambda clips: pytest.fail("featurized"))
     with pytest.raises(InputRefused, match="1001 clips in one request, more than 1000 .SPATIAL_AE_MAX_CLIPS"):
@@ -110,7 +110,7 @@ def test_paths_are_refused_by_default(tmp_path, monkeypatch):
     for model_input in ([str(wav)], pd.DataFrame({"path": [str(wav)]}), str(wav)):
         with pytest.raises(InputRefused, match="does not read file paths.*SPATIAL_AE_AUDIO_ROOT"):
             pyfunc().predict(None, model_input)
-    from spatial_ae.audio import load_clip  # trusted in-process callers (kws predict) read files directly
+    from spatial_ae.data.audio import load_clip  # trusted in-process callers (kws predict) read files directly
     assert clips_from_input([str(wav)], load_path=load_clip).shape == (1, 16000)
 
 

@@ -28,8 +28,8 @@ from mlflow.tracking import MlflowClient
 
 from spatial_ae.errors import UserError
 from spatial_ae.params import STEPS, parse_step_params
-from spatial_ae.registry import CHAMPION, ENCODER_NAME, NEWEST
-from spatial_ae.tracking import PROCESS_TAG, STEP_TAG
+from spatial_ae.mlflow_io.registry import CHAMPION, ENCODER_NAME, NEWEST
+from spatial_ae.mlflow_io.tracking import PROCESS_TAG, STEP_TAG
 from tests.conftest import REPO, _use_tracking, experiment_of_this_test, free_port, start_mlflow_server
 from tests.test_workflow import TINY
 
@@ -90,7 +90,7 @@ def cluster():
     pytest.importorskip("pyspark", reason="pyspark missing: pip install -e '.[spark]'")
     if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
         pytest.skip("no Java runtime (Spark needs Java 17+)")
-    from spatial_ae import spark
+    from spatial_ae.runs import spark
 
     session = spark.session(MASTER)
     yield MASTER
@@ -170,7 +170,7 @@ def main_on_spark(cluster, postgres_server, small_synthetic_corpus, tmp_path_fac
 
 
 def main(raw: dict) -> str:
-    from spatial_ae.workflow import main as workflow_main
+    from spatial_ae.runs.workflow import main as workflow_main
 
     return workflow_main(**parse_step_params("main", raw))
 
@@ -214,7 +214,7 @@ def test_main_on_a_spark_cluster_with_tracking_on_postgresql(main_on_spark, post
 
 def test_featurize_on_spark_equals_local(cluster, small_synthetic_corpus, tmp_path):
     """The clip list in chunks as Spark tasks: the same features, the same skipped clips as in this process."""
-    from spatial_ae.features import featurize_files
+    from spatial_ae.data.features import featurize_files
 
     files = sorted(small_synthetic_corpus.rglob("*.wav"))[:40]
     (tmp_path / "empty.wav").write_bytes(b"")
@@ -237,7 +237,7 @@ def test_embed_on_spark_equals_in_process_and_skips_unreadable_clips(main_on_spa
                                                                      small_synthetic_corpus, tmp_path):
     """`embed` with spark_udf on the cluster and with the pyfunc here: the same rows and embeddings; unreadable
     clips skipped, counted and listed; `word` from the folder."""
-    from spatial_ae.embed import embed
+    from spatial_ae.steps.embed import embed
 
     corpus = tmp_path / "corpus"
     for word in ("yes", "no"):
@@ -270,7 +270,7 @@ def test_embed_on_spark_equals_in_process_and_skips_unreadable_clips(main_on_spa
 def test_sweep_on_spark(cluster, postgres_tracking, small_synthetic_corpus, tmp_path):
     """Sweep cells' simulations as Spark tasks, task k = simulation k of every cell: each task pretrains its
     encoder once for both labelled sizes; sweep.csv complete, nothing left RUNNING."""
-    from spatial_ae.sweep import sweep
+    from spatial_ae.runs.sweep import sweep
 
     raw = {name: value for name, value in TINY.items() if name in {spec.name for spec in STEPS["sweep"]}}
     run_id = sweep(**parse_step_params("sweep", raw | {
@@ -306,7 +306,7 @@ def test_bad_masters_and_unreachable_stores_are_refused_before_any_work(sqlite_t
                 main(TINY | {"spark_master": master, "results_path": str(tmp_path)})
         monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
         mlflow.set_tracking_uri("http://127.0.0.1:5999")  # a server on this machine, executors elsewhere
-        from spatial_ae import spark
+        from spatial_ae.runs import spark
 
         with pytest.raises(UserError, match="is on this machine only"):
             spark.check(reachable)

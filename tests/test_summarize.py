@@ -1,4 +1,4 @@
-"""Tests for spatial_ae.summarize on fake-but-real MLflow runs (SQLite store in a temporary folder, no training)."""
+"""Tests for spatial_ae.steps.summarize on fake-but-real MLflow runs (SQLite store in a temporary folder, no training)."""
 
 import json
 import os
@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from spatial_ae.errors import UserError
-from spatial_ae.metrics import metric_safe
-from spatial_ae.summarize import RESULTS_COLUMNS, summarize, summarize_workflow
+from spatial_ae.method.metrics import metric_safe
+from spatial_ae.steps.summarize import RESULTS_COLUMNS, summarize, summarize_workflow
 
 WORDS = ("yes", "no", "up", "down")  # the corpus' order, deliberately not alphabetical
 COUNTS = {"yes": 40, "no": 10, "up": 25, "down": 20}
@@ -241,7 +241,7 @@ def test_workflow_summary_inside_the_active_parent_run(store, tmp_path):
 def test_a_second_run_never_overwrites_the_first_and_links_what_it_reused(store, tmp_path):
     """Issue 23 item 3: one results folder per main run, `latest` on the newest; a parent that reuses simulations
     of an earlier identical run names them (tag and summary/simulations.csv)."""
-    from spatial_ae.summarize import SIMULATION_RUNS_TAG
+    from spatial_ae.steps.summarize import SIMULATION_RUNS_TAG
 
     client, experiment_id, featurize_run_id, root = store
     first, key = make_parent(client, experiment_id, featurize_run_id, num_simulations=2)
@@ -263,7 +263,7 @@ def test_more_simulations_than_the_artifact_cache_keeps(store, tmp_path, monkeyp
     before summarize read them: the default 10 simulations failed at the summary (FileNotFoundError)."""
     import tempfile
 
-    from spatial_ae import tracking
+    from spatial_ae.mlflow_io import tracking
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # never evict the user's own cache
     (tmp_path / "tmp").mkdir()
@@ -350,7 +350,7 @@ def test_parent_gets_a_summary_table_and_a_description_with_the_headline(summari
 
 def test_figures_show_every_simulation_and_keep_legends_off_the_data():
     """Issue 23 item 5: training_curves.png showed simulations 1-3 of 10; a legend covered bars."""
-    from spatial_ae import plots
+    from spatial_ae.steps import plots
 
     epochs = np.arange(1, 8)
     histories = {k: {"ae_epoch_loss": (epochs, 1 / epochs), "ae_epoch_val_loss": (epochs, 2 / epochs)}

@@ -1,4 +1,4 @@
-"""Tests for spatial_ae.synthetic (tiny corpora generated into tmp_path)."""
+"""Tests for spatial_ae.data.synthetic (tiny corpora generated into tmp_path)."""
 
 import collections
 import os
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from spatial_ae import synthetic
-from spatial_ae.synthetic import WORDS_V001, synthesize_word, synthetic_corpus, which_set
+from spatial_ae.data import synthetic
+from spatial_ae.data.synthetic import WORDS_V001, synthesize_word, synthetic_corpus, which_set
 
 CLIPS = 6
 
@@ -58,7 +58,7 @@ def test_synthesis_from_a_package_installed_deep_in_the_file_system(tmp_path):
     deep.mkdir(parents=True)
     (deep / "espeakng_loader").symlink_to(pathlib.Path(espeakng_loader.__file__).parent, target_is_directory=True)
     script = ("import sys, espeakng_loader, numpy as np\n"
-              "from spatial_ae.synthetic import synthesize_word\n"
+              "from spatial_ae.data.synthetic import synthesize_word\n"
               "assert len(espeakng_loader.get_data_path()) > 160, espeakng_loader.get_data_path()\n"
               "np.save(sys.argv[1], synthesize_word('marvin', 'en-us+f2', pitch=50, rate=170)[0])\n")
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(deep), os.environ.get("PYTHONPATH", "")])}

@@ -11,7 +11,7 @@ import numpy as np
 import yaml
 from mlflow.tracking import MlflowClient
 
-from spatial_ae.experiment import HEADLINE_METRICS, KIND, KIND_TAG, NOTE_TAG, UI_VIEW, default_name, ui_url
+from spatial_ae.mlflow_io.experiment import HEADLINE_METRICS, KIND, KIND_TAG, NOTE_TAG, UI_VIEW, default_name, ui_url
 from spatial_ae.params import mlproject_text
 from tests.conftest import REPO
 from tests.test_featurize import SMALL
@@ -92,7 +92,7 @@ def test_mlproject_declares_numbers_as_numbers_and_logs_no_empty_options(tmp_pat
 def test_registered_encoder_has_signature_descriptions_card_and_summary(sqlite_tracking, speech_commands_sample):
     """Issue 23 item 6 and the model summary: outputs in the signature, the inputs described, a model card with
     data, recipe and accuracy (its CI once summarised), `model.summary()` text, no type-hint warning on load."""
-    from spatial_ae.registry import ENCODER_NAME, record_accuracy, record_confidence_interval
+    from spatial_ae.mlflow_io.registry import ENCODER_NAME, record_accuracy, record_confidence_interval
     from tests.test_kws import registered_encoder
 
     uri = registered_encoder(speech_commands_sample, ae_epochs=1)
@@ -119,7 +119,7 @@ def test_tensorboard_logs_are_run_artifacts_when_asked(sqlite_tracking, monkeypa
     """The tensorboard setting (off by default) logs each training's TensorBoard folder to the run."""
     import keras
 
-    from spatial_ae import training
+    from spatial_ae.method import training
 
     def train(prefix):
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])

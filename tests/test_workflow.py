@@ -12,8 +12,8 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from spatial_ae.params import parse_step_params
-from spatial_ae.registry import ACCURACY_TAG, SELECTION_TAG, CHAMPION, ENCODER_NAME, NEWEST
-from spatial_ae.workflow import main
+from spatial_ae.mlflow_io.registry import ACCURACY_TAG, SELECTION_TAG, CHAMPION, ENCODER_NAME, NEWEST
+from spatial_ae.runs.workflow import main
 from tests.conftest import SMALL_CLIPS_PER_WORD
 from tests.test_featurize import mlflow_run
 
@@ -89,7 +89,7 @@ def test_main_through_mlflow_run_against_a_tracking_server(server_tracking, smal
     assert result.returncode == 0, result.stderr[-4000:]
     output = result.stdout + result.stderr
     for done in (1, 2):
-        assert re.search(rf"spatial_ae.workflow: simulation {done}/2 done, elapsed \d+:\d\d, ETA \d+:\d\d", output)
+        assert re.search(rf"spatial_ae.runs.workflow: simulation {done}/2 done, elapsed \d+:\d\d, ETA \d+:\d\d", output)
     assert " epoch 1/" not in output and "ae: " in output  # the workers log, but not every epoch
     for noise in ("Downloading artifacts", "cpu_feature_guard", "tf.function retracing"):
         assert noise not in output, noise

@@ -26,7 +26,7 @@ import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 from tqdm import tqdm
 
-from spatial_ae.audio import CLIP_SAMPLES, SAMPLE_RATE, AudioError, load_clip
+from spatial_ae.data.audio import CLIP_SAMPLES, SAMPLE_RATE, AudioError, load_clip
 
 MFCC_SHAPE = (20, 32)
 MEL_SHAPE = (128, 32)
@@ -173,7 +173,7 @@ def _check_clips(clips: np.ndarray) -> np.ndarray:
     clips = np.asarray(clips, dtype=np.float32)
     if clips.ndim != 2 or clips.shape[1] != CLIP_SAMPLES:
         raise ValueError(f"clips must be (n, {CLIP_SAMPLES}) float32, got shape {clips.shape}; "
-                         "use spatial_ae.audio.to_clip / load_clip to normalise audio first")
+                         "use spatial_ae.data.audio.to_clip / load_clip to normalise audio first")
     return clips
 
 
@@ -276,7 +276,7 @@ def featurize_files(paths: Sequence[Path], relative_names: Sequence[str] | None 
 
     with tqdm(total=len(paths), unit="clips", disable=not progress, desc="features") as bar:
         if spark_master:  # executors run in other folders: absolute paths
-            from .spark import map_chunks
+            from spatial_ae.runs.spark import map_chunks
 
             absolute = [os.path.abspath(path) for path in paths]
             chunks = [(absolute[start:start + chunk_size], keep[start:start + chunk_size]) for start in starts]

@@ -19,14 +19,16 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from . import parallel, spark, tracking
-from .evaluate import EMBEDDING_DNN, MFCC_CNN, MFCC_DNN
-from .featurize import featurize
-from .params import AE_MIN_EPOCHS
-from .pretrain import check_anchors_of_run
-from .recipes import resolve_recipe
-from .summarize import describe, run_results_folder
-from .workflow import (Progress, SimulationsFailed, failure_line, feature_set_of, run_in_workers, run_simulation,
+from spatial_ae.runs import parallel
+from spatial_ae.runs import spark
+from spatial_ae.mlflow_io import tracking
+from spatial_ae.steps.evaluate import EMBEDDING_DNN, MFCC_CNN, MFCC_DNN
+from spatial_ae.steps.featurize import featurize
+from spatial_ae.params import AE_MIN_EPOCHS
+from spatial_ae.steps.pretrain import check_anchors_of_run
+from spatial_ae.method.recipes import resolve_recipe
+from spatial_ae.steps.summarize import describe, run_results_folder
+from spatial_ae.runs.workflow import (Progress, SimulationsFailed, failure_line, feature_set_of, run_in_workers, run_simulation,
                        workflow_key)
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def parse_list(text, name: str) -> list:
 
 
 def _grid_spec(name: str):
-    from .params import STEPS
+    from spatial_ae.params import STEPS
 
     return next(spec for spec in STEPS[SWEEP] if spec.name == name)
 
@@ -106,7 +108,7 @@ def sweep(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_si
                  .sort_values(["recipe", "weight", "labelled_per_word", "simulation"], kind="stable"))
         folder = run_results_folder(results_path, mlflow.get_run(parent.info.run_id))
         table.to_csv(folder / CSV_NAME, index=False)
-        from .plots import save_png
+        from spatial_ae.steps.plots import save_png
 
         save_png(label_efficiency_figure(table), folder / FIGURE_NAME)
         mlflow.log_artifact(str(folder / CSV_NAME))

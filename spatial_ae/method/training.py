@@ -24,7 +24,7 @@ per auto-encoder epoch (benchmarks/adamax_kernel.py). Compile with `optimizer(na
 gets Keras's own Adamax).
 
 Pick one with the environment variable `SPATIAL_AE_TRAINING=fast|plain` (read at import) or by setting
-`spatial_ae.training.TRAINING_PATH` (read at every `fit`). XLA (`jit_compile=True`) is not used: on this
+`spatial_ae.method.training.TRAINING_PATH` (read at every `fit`). XLA (`jit_compile=True`) is not used: on this
 CPU-only machine its steady epochs were no faster (auto-encoder and CNN), and compiling takes longer than
 tracing (see benchmarks/README.md).
 """
@@ -43,7 +43,7 @@ import keras
 import mlflow
 import numpy as np
 
-from . import interruptions
+from spatial_ae import lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class EpochLogger(keras.callbacks.Callback):
         self._stop_if_interrupted()
 
     def _stop_if_interrupted(self):
-        if interruptions.received():
+        if lifecycle.received():
             self.model.stop_training = True
 
 
@@ -151,7 +151,7 @@ def fit(model: keras.Model, x, y, validation: tuple, *, epochs: int, patience: i
     for callback in board:
         mlflow.log_artifacts(callback.log_dir, f"tensorboard/{prefix}")
         shutil.rmtree(callback.log_dir, ignore_errors=True)
-    interruptions.stop_if_interrupted()  # EpochLogger ended the fit early: the step stops here
+    lifecycle.stop_if_interrupted()  # EpochLogger ended the fit early: the step stops here
     if trainee is not model:  # the model ends as if trained itself
         _copy_training_state(trainee, model)
     epochs_run = len(history.history["loss"])

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import tracking
-from .audio import MAX_ABS_SAMPLE, AudioError, load_clip
-from .errors import UserError
+from spatial_ae.mlflow_io import tracking
+from spatial_ae.data.audio import MAX_ABS_SAMPLE, AudioError, load_clip
+from spatial_ae.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def check_embed_paths(corpus: str, output_path: str) -> None:
 def corpus_files(corpus: str) -> tuple[list[str], list[str] | None]:
     """The absolute WAV paths of a corpus and their words: a folder (searched recursively; a clip in
     <word>/... has that word) or a text file of paths (relative ones from its folder; no words)."""
-    from .kws import input_files
+    from spatial_ae.steps.kws import input_files
 
     root = Path(corpus).expanduser().absolute()
     if root.is_dir():
@@ -67,8 +67,8 @@ def embed(encoder_uri: str, corpus: str, output_path: str, spark_master: str = "
     """Embed every readable clip of `corpus` with the encoder, write Parquet to `output_path` (returned)."""
     import mlflow
 
-    from . import spark
-    from .kws import _load
+    from spatial_ae.runs import spark
+    from spatial_ae.steps.kws import _load
 
     params = dict(encoder_uri=encoder_uri, corpus=corpus, output_path=output_path, spark_master=spark_master)
     tracking.check_tracking_server()

@@ -3,7 +3,7 @@
 Everything is nested under one parent run. Finished simulations of the same configuration are reused,
 so a stopped workflow resumes where it stopped; a failed simulation does not lose the others, but marks
 the parent run failed. Simulations run in parallel worker processes (`parallel_simulations`, see
-`spatial_ae.parallel`) or one after the other in this process.
+`spatial_ae.runs.parallel`) or one after the other in this process.
 """
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ from concurrent.futures.process import BrokenProcessPool
 
 import mlflow
 
-from . import parallel, tracking, training
-from .errors import UserError
-from .evaluate import evaluate_encoder
-from .featurize import featurize, load_feature_set
-from .params import AE_MIN_EPOCHS
-from .pretrain import check_anchors_of_run, train_and_register
-from .recipes import encoder_identity, resolve_recipe
+from spatial_ae.runs import parallel
+from spatial_ae.mlflow_io import tracking
+from spatial_ae.method import training
+from spatial_ae.errors import UserError
+from spatial_ae.steps.evaluate import evaluate_encoder
+from spatial_ae.steps.featurize import featurize, load_feature_set
+from spatial_ae.params import AE_MIN_EPOCHS
+from spatial_ae.steps.pretrain import check_anchors_of_run, train_and_register
+from spatial_ae.method.recipes import encoder_identity, resolve_recipe
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,9 @@ def main(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_siz
          **recipe_options) -> str:
     """Run the whole experiment; returns the parent run id. The recipe's options are resolved (and logged)
     here; explicit options override the recipe. `parallel_simulations`: worker processes (0 = one per core);
-    `spark_master`: featurize and the simulations run on that Spark cluster instead (spatial_ae.spark)."""
-    from . import spark
-    from .summarize import summarize_workflow
+    `spark_master`: featurize and the simulations run on that Spark cluster instead (spatial_ae.runs.spark)."""
+    from spatial_ae.runs import spark
+    from spatial_ae.steps.summarize import summarize_workflow
 
     options = resolve_recipe(recipe, **recipe_options)
     params = {name: value for name, value in locals().items()
@@ -143,7 +145,7 @@ def run_in_workers(tasks: dict[int, tuple], function, processes: int, parent_run
     """`function(*tasks[index])` in worker processes set up as this one (store, experiment, training path, log
     level, thread pools); `on_result(index, value)` for each that returns, returning the failures counted inside
     it, if any; `progress` told of each. Returns the failures, one line each. With `spark_master` each task is a
-    Spark task instead, on an executor set up the same way (spatial_ae.spark).
+    Spark task instead, on an executor set up the same way (spatial_ae.runs.spark).
     Runs that a dead or stopped worker left RUNNING under `parent_run_ids` are closed (FAILED, or KILLED)."""
     failed = []
 
@@ -162,7 +164,7 @@ def run_in_workers(tasks: dict[int, tuple], function, processes: int, parent_run
     interrupted = False
     try:
         if spark_master:  # one Spark task per task, on executors set up as the workers
-            from .spark import run_in_spark
+            from spatial_ae.runs.spark import run_in_spark
 
             run_in_spark(spark_master, tasks, function, _start_worker, worker_setup, collect, parent_run_ids)
         else:
@@ -189,7 +191,7 @@ def feature_set_of(featurize_run_id: str):
 def _start_worker(tracking_uri: str, experiment_id: str, training_path: str, processes: int,
                   log_level: int) -> None:
     """Set up a worker process: the parent's store and experiment, its log level, training path and threads."""
-    from .cli import LOG_FORMAT, configure_logging, enable_crash_reports
+    from spatial_ae.cli import LOG_FORMAT, configure_logging, enable_crash_reports
 
     parallel.die_with_parent()  # no orphan may take queued simulations after `main` was killed
     os.environ.pop("MLFLOW_RUN_ID", None)  # the parent's run (under `mlflow run`) is not this process's run

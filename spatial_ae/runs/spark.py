@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-from . import parallel
-from .errors import UserError
+from spatial_ae.runs import parallel
+from spatial_ae.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def close_lost_attempts(parent_run_ids: list[str], index: int, attempt: int) -> 
     attempt of this task left them (Spark runs one attempt at a time, speculation off)."""
     from mlflow.tracking import MlflowClient
 
-    from .workflow import SIMULATION_TAG
+    from spatial_ae.runs.workflow import SIMULATION_TAG
 
     client = MlflowClient()
     for parent_run_id in parent_run_ids:
@@ -289,8 +289,8 @@ def _read_clips(batches):
     """mapInPandas: each path's 16 kHz clip, or zeros and the reason it could not be read."""
     import numpy as np
 
-    from .audio import CLIP_SAMPLES, AudioError
-    from .embed import read_clip
+    from spatial_ae.data.audio import CLIP_SAMPLES, AudioError
+    from spatial_ae.steps.embed import read_clip
 
     for batch in batches:
         samples, errors = [], []

@@ -20,8 +20,8 @@ import mlflow
 from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 
-from . import interruptions
-from .errors import UserError
+from spatial_ae import lifecycle
+from spatial_ae.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key
     if not nested and parent_run_id is None:  # a command's first step (a worker's steps need not repeat it)
         check_artifact_location(current_experiment_id())
         close_runs_of_ended_processes(current_experiment_id())
-    with contextlib.nullcontext() if nested else interruptions.raised_as_exceptions():
+    with contextlib.nullcontext() if nested else lifecycle.raised_as_exceptions():
         run = mlflow.start_run(run_name=run_name, nested=nested, parent_run_id=parent_run_id)
         try:
             mlflow.set_tags({STEP_TAG: step, PROCESS_TAG: this_process(), **({KEY_TAG: key} if key else {}),
@@ -129,20 +129,20 @@ def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key
             _end_killed(str(interruption) or "SIGINT")
             raise
         except BaseException as error:
-            signum = interruptions.received()
+            signum = lifecycle.received()
             if signum:  # the interruption came back as another exception (e.g. from TensorFlow)
                 _end_killed(f"received signal {signum}")
-                raise interruptions.Terminated(f"received signal {signum} ({type(error).__name__}: {error})") from error
+                raise lifecycle.Terminated(f"received signal {signum} ({type(error).__name__}: {error})") from error
             mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
             raise
         else:
             mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
-            interruptions.stop_if_interrupted()  # the work finished but the interruption was not raised: stop now
+            lifecycle.stop_if_interrupted()  # the work finished but the interruption was not raised: stop now
 
 
 def _note(step: str) -> dict[str, str]:
     """The description tag of a run of `step` (what the UI shows above its metrics)."""
-    from .experiment import NOTE_TAG, STEP_NOTES
+    from spatial_ae.mlflow_io.experiment import NOTE_TAG, STEP_NOTES
 
     return {NOTE_TAG: STEP_NOTES[step]} if step in STEP_NOTES else {}
 

@@ -13,7 +13,7 @@ import tempfile
 import urllib.error
 import urllib.request
 
-from spatial_ae.synthetic import default_cache_dir
+from spatial_ae.data.synthetic import default_cache_dir
 
 SPEECH_COMMANDS_URLS = {
     "speech_commands_v0.01": "http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz",

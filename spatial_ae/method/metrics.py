@@ -76,7 +76,7 @@ LONGEST_PER_WORD = "_precision_"
 def check_word_metric_names(words, source: str = "the corpus") -> None:
     """Refuse, before any training, words whose per-word metric names (`per_word/<model>_precision_<word>`) would
     collide (`café` and `caf_` are both `caf_`) or exceed MLflow's 250 characters."""
-    from .errors import UserError
+    from spatial_ae.errors import UserError
 
     by_name: dict[str, list[str]] = {}
     for word in words:

@@ -1,6 +1,6 @@
 """Loads the registered keyword spotter: MLflow runs this file instead of unpickling a model object."""
 from mlflow.models import set_model
 
-from spatial_ae.encoder_model import KeywordSpotter
+from spatial_ae.mlflow_io.pyfunc import KeywordSpotter
 
 set_model(KeywordSpotter())

@@ -15,10 +15,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from . import features, tracking
-from .corpus import SPLITS, TEST, TRAIN, UNLABELLED, Clip, Corpus, open_corpus
-from .errors import UserError
-from .metrics import check_word_metric_names
+from spatial_ae.data import features
+from spatial_ae.mlflow_io import tracking
+from spatial_ae.data.corpus import SPLITS, TEST, TRAIN, UNLABELLED, Clip, Corpus, open_corpus
+from spatial_ae.errors import UserError
+from spatial_ae.method.metrics import check_word_metric_names
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def featurize(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_tes
               spark_master: str = "") -> str:
     """Run (or reuse) the featurize step; returns the id of the featurize run holding the features.
     `spark_master`: read and featurize the clips on that Spark cluster (same features; not part of the reuse key)."""
-    from . import spark
+    from spatial_ae.runs import spark
 
     tracking.check_tracking_server()
     spark.check(spark_master)

@@ -25,9 +25,10 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from . import plots, tracking
-from .experiment import NOTE_TAG, STEP_NOTES
-from .errors import UserError
+from spatial_ae.steps import plots
+from spatial_ae.mlflow_io import tracking
+from spatial_ae.mlflow_io.experiment import NOTE_TAG, STEP_NOTES
+from spatial_ae.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def summarize_workflow(parent_run_id: str, results_path: str, failures: list[str
 
 def _summarize_parent(parent_run_id: str, results_path: str, failures: list[str] | None) -> Path:
     """Shared by both entry points; failures=None finds the failed simulations in the tracking store."""
-    from .workflow import simulation_runs  # imported here: workflow loads TensorFlow
+    from spatial_ae.runs.workflow import simulation_runs  # imported here: workflow loads TensorFlow
 
     client = MlflowClient()
     try:
@@ -185,7 +186,7 @@ def headline_text(summary: pd.DataFrame) -> str:
 
 def _record_confidence_intervals(runs: list[mlflow.entities.Run], headline: str) -> None:
     """Put the summary's accuracy line on the model cards of the encoders the simulations registered."""
-    from .registry import record_confidence_interval
+    from spatial_ae.mlflow_io.registry import record_confidence_interval
 
     for run in runs:
         if run.data.tags.get("encoder_uri"):

@@ -19,15 +19,17 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from . import registry, tracking, training
-from .audio import AudioError, load_clip
-from .corpus import LIST_FILES, TEST, TRAIN, UNLABELLED, read_corpus_dir
-from .errors import UserError
-from .metrics import check_word_metric_names
-from .evaluate import train_and_test, load_keras_encoder
-from .features import featurize_files
-from .models import build_dnn_probe
-from .training import seed_everything
+from spatial_ae.mlflow_io import registry
+from spatial_ae.mlflow_io import tracking
+from spatial_ae.method import training
+from spatial_ae.data.audio import AudioError, load_clip
+from spatial_ae.data.corpus import LIST_FILES, TEST, TRAIN, UNLABELLED, read_corpus_dir
+from spatial_ae.errors import UserError
+from spatial_ae.method.metrics import check_word_metric_names
+from spatial_ae.steps.evaluate import train_and_test, load_keras_encoder
+from spatial_ae.data.features import featurize_files
+from spatial_ae.method.models import build_dnn_probe
+from spatial_ae.method.training import seed_everything
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .features import MFCC_SHAPE, cosine_positions
-from .features import anchor as mean_anchor
+from spatial_ae.data.features import MFCC_SHAPE, cosine_positions
+from spatial_ae.data.features import anchor as mean_anchor
 
 RECIPE_OPTIONS = ("standardize_inputs", "standardize_positions", "position_features", "num_anchors",
                   "position_loss_weight", "balance_losses", "embedding_dim", "augment_shifts", "extra_unlabelled")

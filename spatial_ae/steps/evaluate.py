@@ -16,14 +16,16 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from . import registry, tracking, training
-from .corpus import TEST, TRAIN
-from .featurize import FeatureSet, load_feature_set
-from .metrics import ClassificationReport, classification_report
-from .models import build_dnn_probe, build_mfcc_cnn
-from .plots import confusion_figure
-from .recipes import standardized_mfcc
-from .training import fit, seed_everything
+from spatial_ae.mlflow_io import registry
+from spatial_ae.mlflow_io import tracking
+from spatial_ae.method import training
+from spatial_ae.data.corpus import TEST, TRAIN
+from spatial_ae.steps.featurize import FeatureSet, load_feature_set
+from spatial_ae.method.metrics import ClassificationReport, classification_report
+from spatial_ae.method.models import build_dnn_probe, build_mfcc_cnn
+from spatial_ae.steps.plots import confusion_figure
+from spatial_ae.method.recipes import standardized_mfcc
+from spatial_ae.method.training import fit, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ def evaluate(featurize_run_id: str, encoder_uri: str, dnn_epochs: int, cnn_epoch
                   cnn_epochs=cnn_epochs, patience=patience, lbl_trai_size=lbl_trai_size, seed=seed,
                   labelled_per_word=labelled_per_word)
     tracking.check_tracking_server()
-    from .kws import _load  # the same one-line error as the kws step's (kws imports this module)
+    from spatial_ae.steps.kws import _load  # the same one-line error as the kws step's (kws imports this module)
 
     encoder = _load(encoder_uri, load_keras_encoder,
                     "pass -P encoder_uri=models:/spatial-ae-encoder/N of a registered encoder (run pretrain first)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from .features import MFCC_DIM
+from spatial_ae.data.features import MFCC_DIM
 
 
 def build_autoencoder(embedding_dim: int = 75, with_position_head: bool = True, position_dim: int = 1,

@@ -48,7 +48,7 @@ CARD_SECTIONS = {  # model card section -> the version tags it shows
     "Accuracy": (ACCURACY_TAG, SELECTION_TAG, CI_TAG),
     "Runs": ("pretrain_run_id", "kws_run_id", "keras_model_uri"),
 }
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # spatial_ae/, shipped with every logged model
 
 
 def pinned_requirements() -> list[str]:
@@ -95,7 +95,7 @@ def log_audio_model(name: str, model_file: str, artifacts: dict[str, Path], outp
     schema (see INPUTS: MLflow would refuse the other kinds of input). Returns the model URI."""
     with warnings.catch_warnings():  # no input example, on purpose: see INPUTS
         warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
-        info = mlflow.pyfunc.log_model(name=name, python_model=str(PACKAGE_DIR / "model_files" / model_file),
+        info = mlflow.pyfunc.log_model(name=name, python_model=str(PACKAGE_DIR / "mlflow_io" / "model_files" / model_file),
                                        artifacts={key: str(path) for key, path in artifacts.items()},
                                        signature=ModelSignature(inputs=None, outputs=outputs),
                                        code_paths=[str(PACKAGE_DIR)], pip_requirements=pinned_requirements())

@@ -18,8 +18,8 @@ import mlflow.pyfunc
 import numpy as np
 from mlflow.exceptions import MlflowException
 
-from .audio import MAX_ABS_SAMPLE, SAMPLE_RATE, AudioError, load_clip, to_clip
-from .features import mfcc_only
+from spatial_ae.data.audio import MAX_ABS_SAMPLE, SAMPLE_RATE, AudioError, load_clip, to_clip
+from spatial_ae.data.features import mfcc_only
 
 
 AUDIO_ROOT_ENV = "SPATIAL_AE_AUDIO_ROOT"  # the folder served/loaded models may read WAV paths from; unset: none

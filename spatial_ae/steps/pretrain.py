@@ -7,15 +7,17 @@ import keras
 import mlflow
 import numpy as np
 
-from . import registry, tracking, training
-from .corpus import UNLABELLED
-from .errors import UserError
-from .features import MEL_SHAPE, MFCC_SHAPE
-from .featurize import load_feature_set
-from .models import build_autoencoder
-from .params import AE_MIN_EPOCHS
-from .recipes import mfcc_statistics, position_loss_scale, position_targets, resolve_recipe
-from .training import fit, seed_everything
+from spatial_ae.mlflow_io import registry
+from spatial_ae.mlflow_io import tracking
+from spatial_ae.method import training
+from spatial_ae.data.corpus import UNLABELLED
+from spatial_ae.errors import UserError
+from spatial_ae.data.features import MEL_SHAPE, MFCC_SHAPE
+from spatial_ae.steps.featurize import load_feature_set
+from spatial_ae.method.models import build_autoencoder
+from spatial_ae.params import AE_MIN_EPOCHS
+from spatial_ae.method.recipes import mfcc_statistics, position_loss_scale, position_targets, resolve_recipe
+from spatial_ae.method.training import fit, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +92,8 @@ def added_clips(feature_set, rows: np.ndarray, options: dict, seed: int) -> tupl
 def synthetic_voices(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """MFCC and power mel of `count` clips drawn from the embedded synthetic corpus (all words and splits; eSpeak
     NG voices), generated once into the cache."""
-    from .features import featurize_files
-    from .synthetic import synthetic_corpus
+    from spatial_ae.data.features import featurize_files
+    from spatial_ae.data.synthetic import synthetic_corpus
 
     paths = sorted(synthetic_corpus(progress=False).glob("[!_]*/*.wav"))
     chosen = [paths[i] for i in sorted(rng.choice(len(paths), size=min(count, len(paths)), replace=False))]

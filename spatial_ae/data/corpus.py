@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from spatial_ae.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Clip:
 
     def audio(self) -> tuple[np.ndarray, int]:
         """The clip as 16 kHz mono float32, padded or trimmed to 1 s, and its sample rate."""
-        from .audio import SAMPLE_RATE, load_clip
+        from spatial_ae.data.audio import SAMPLE_RATE, load_clip
 
         return load_clip(self.file), SAMPLE_RATE
 
@@ -80,14 +80,14 @@ def open_corpus(dataset: str, synthetic_clips_per_word: int = 100, seed: int = 0
     """The corpus named by the `dataset` parameter: 'synthetic', a downloadable name, or a directory.
     `include_unknown_silence` keeps the `_unknown_` and `_silence_` folders as classes (12-class protocol)."""
     if dataset == SYNTHETIC:
-        from .synthetic import synthetic_corpus
+        from spatial_ae.data.synthetic import synthetic_corpus
 
         root = synthetic_corpus(clips_per_word=synthetic_clips_per_word, seed=seed)
         return read_corpus_dir(root, name=f"synthetic-cpw{synthetic_clips_per_word}-seed{seed}", source=str(root))
     if dataset.startswith(FSDD_PREFIX):
         return read_fsdd(*parse_fsdd(dataset))
     if dataset in DOWNLOADABLE:
-        from .download import SPEECH_COMMANDS_URLS, download_speech_commands
+        from spatial_ae.data.download import SPEECH_COMMANDS_URLS, download_speech_commands
 
         root = download_speech_commands(dataset)
         return read_corpus_dir(root, name=dataset, source=SPEECH_COMMANDS_URLS[dataset],
@@ -208,7 +208,7 @@ def _read_split_lists(root: Path, all_paths: set[str], warnings: list[str],
     if missing_lists and not hash_splits_if_unlisted:
         return split_of
     if missing_lists:
-        from .synthetic import which_set
+        from spatial_ae.data.synthetic import which_set
 
         warnings.append(
             f"{', '.join(missing_lists)} not found in {root}: splits made from a hash of the speaker "

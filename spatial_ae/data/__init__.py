@@ -1,0 +1,1 @@
+"""Data: corpora (layout, sources, synthetic, download), audio reading and features."""

@@ -1,0 +1,1 @@
+"""The method: position targets, recipes, networks, training and metrics; no MLflow runs opened here."""
