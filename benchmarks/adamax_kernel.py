@@ -1,4 +1,4 @@
-"""Keras's Adamax against `spatial_ae.method.training.FusedAdamax` (TensorFlow's fused kernel), in CPU seconds per epoch.
+"""Keras's Adamax against `spatial_ae.method.speed.FusedAdamax` (TensorFlow's fused kernel), in CPU seconds per epoch.
 
     python benchmarks/adamax_kernel.py [--repeats 2] [--epochs 6] [--rows 12000]
 
@@ -62,9 +62,9 @@ def run_one(optimizer: str, epochs: int, rows: int) -> None:
     import keras
     import numpy as np
 
-    from spatial_ae.method import training
+    from spatial_ae.method import speed
 
-    chosen = training.FusedAdamax() if optimizer == "fused" else keras.optimizers.Adamax()
+    chosen = speed.FusedAdamax() if optimizer == "fused" else keras.optimizers.Adamax()
     marks, val_loss = timed_autoencoder_fit(chosen, epochs, rows)
     seconds = np.diff([cpu for _, cpu in marks])  # epochs 2, 3, ...: the first epoch (tracing) is left out
     print(float(np.median(seconds)), val_loss)

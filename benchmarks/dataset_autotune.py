@@ -5,7 +5,7 @@
 Each repeat starts two processes at once for each variant (the order alternating), as `main` runs two
 simulation workers on a 2-core machine: one intra-op and one inter-op thread each, both training the paper's
 auto-encoder (position head, FusedAdamax, batch 32, 10 % held out) through `spatial_ae.method.training.fit` on
-standardised random rows. Variants of the training pipeline (`training._dataset`):
+standardised random rows. Variants of the training pipeline (`spatial_ae.method.speed._dataset`):
 
 - **autotuned**: `.batch(32).prefetch(tf.data.AUTOTUNE)` with tf.data's default options (autotuning on);
 - **untuned** (the project's): `.batch(32)` with `options.autotune.enabled = False`, no prefetching.
@@ -27,7 +27,7 @@ def autotuned_dataset(x, y, batch_size: int, shuffle: bool):
     """The training pipeline as it was before: prefetched, with tf.data's autotuning on."""
     import tensorflow as tf
 
-    from spatial_ae.method.training import _as_float32
+    from spatial_ae.method.speed import _as_float32
 
     x, y = _as_float32(x), _as_float32(y)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).cache()
@@ -41,10 +41,10 @@ def run_one(variant: str, epochs: int, rows: int) -> None:
     import numpy as np
     from adamax_kernel import timed_autoencoder_fit  # puts the repository on sys.path
 
-    from spatial_ae.method import training
+    from spatial_ae.method import speed, training
 
     if variant == "autotuned":
-        training._dataset = autotuned_dataset
+        speed._dataset = autotuned_dataset
     marks, val_loss = timed_autoencoder_fit(training.optimizer("Adamax"), epochs, rows)
     wall, cpu = (np.median(np.diff([mark[i] for mark in marks])) for i in (0, 1))  # epochs 2, 3, ...
     print(float(wall), float(cpu), val_loss)

@@ -4,7 +4,7 @@
 
 Every simulation trains four fresh models (the auto-encoder, the embedding DNN, the MFCC-CNN, the MFCC-DNN), and
 Keras traces its train and test functions anew for each model. `spatial_ae.method.training.fit` reuses, within a
-process, a compiled twin of the same architecture (`REUSE_TRACED`, see spatial_ae/training.py). This trains
+process, a compiled twin of the same architecture (`REUSE_TRACED`, see spatial_ae/method/speed.py). This trains
 --fits models of each kind, one after the other, each from its own seed, in this one process, alternating
 "trace" (`REUSE_TRACED = False`, a fresh model traced every fit) and "reuse" (the default), and checks that
 both ways end with the same variables. Printed: seconds per fit, the first reuse fit (which traces the twin)
@@ -56,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from spatial_ae.runs import parallel
-    from spatial_ae.method import training
+    from spatial_ae.method import speed
 
     parallel.configure_threads(1)
     rng = np.random.default_rng(0)
@@ -67,7 +67,7 @@ def main() -> None:
         for seed in range(args.fits):
             variables = {}
             for way in ("trace", "reuse") if seed % 2 == 0 else ("reuse", "trace"):
-                training.REUSE_TRACED = way == "reuse"
+                speed.REUSE_TRACED = way == "reuse"
                 start = time.perf_counter()
                 model = one_fit(kind, seed, x, y, args.epochs)
                 seconds[way].append(time.perf_counter() - start)

@@ -27,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 
 from spatial_ae.data.corpus import FSDD_SPEAKERS, UNLABELLED, fsdd_split_of_speaker
 from spatial_ae.data.features import MFCC_SHAPE, featurize_files
-from spatial_ae.method.recipes import positions, standardized_mfcc
+from spatial_ae.method.positions import positions, standardized_mfcc
 
 TARGETS = (  # (name, position_features, num_anchors)
     ("power mel, mean anchor (paper)", "power_mel", 1),

@@ -12,7 +12,8 @@ EarlyStopping(val_loss, patience, best weights restored)) from the same seed, in
 (plain, fast, plain, fast, ...; the order flips every repeat) so that a busy machine slows both alike:
 
 - plain: NumPy arrays into `model.fit(..., batch_size=32, shuffle=True)`, default `compile` options;
-- fast:  `spatial_ae.method.training.fit` (tf.data pipeline, large validation batches, steps_per_execution).
+- fast:  `spatial_ae.method.training.fit` (through `spatial_ae.method.speed`: tf.data pipeline, large validation
+  batches, steps_per_execution, traced twins, fused Adamax).
 
 Printed per run: epochs to early stopping, seconds per epoch (the first epoch, which traces the functions,
 counted separately), total seconds, final (restored best) validation loss; then the median ratios.
@@ -64,7 +65,8 @@ def autoencoder_data(count: int, distinct: int, seed: int = 0):
     `distinct` clips are generated and featurized; row i is clip i % distinct's MFCC plus Gaussian jitter of
     5% of each coefficient's standard deviation (featurizing 12,000 clips would take minutes on 2 busy cores).
     """
-    from spatial_ae.data.features import anchor, cosine_positions, mfcc_and_mel
+    from spatial_ae.data.features import mfcc_and_mel
+    from spatial_ae.method.positions import cosine_positions, mean_anchor
 
     distinct = min(distinct, count)
     mfcc, mels = [], []
@@ -73,7 +75,7 @@ def autoencoder_data(count: int, distinct: int, seed: int = 0):
         mfcc.append(m)
         mels.append(mel)
     mfcc, mel = np.concatenate(mfcc), np.concatenate(mels)
-    positions = cosine_positions(mel, anchor(mel)).reshape(-1, 1).astype(np.float32)
+    positions = cosine_positions(mel, mean_anchor(mel)).reshape(-1, 1).astype(np.float32)
     rng = np.random.default_rng(seed)
     rows = np.arange(count) % distinct
     jitter = 0.05 * mfcc.std(axis=0) * rng.standard_normal((count, mfcc.shape[1]))

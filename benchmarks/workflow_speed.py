@@ -63,7 +63,8 @@ def run_one(path: str, folder: Path, raw: dict) -> dict:
     from spatial_ae.data import features
     from spatial_ae.method import training
     from spatial_ae.params import parse_step_params
-    from spatial_ae.runs.workflow import main, simulation_runs
+    from spatial_ae.mlflow_io.tracking import simulation_runs
+    from spatial_ae.runs.workflow import main
 
     if path == "straightforward":
         features.featurize_files = naive_featurize_files

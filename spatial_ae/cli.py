@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import faulthandler
 import importlib
 import importlib.util
 import logging
@@ -12,20 +11,17 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 
-from spatial_ae.errors import UserError
+from spatial_ae.errors import SimulationsFailed, UserError
+from spatial_ae.lifecycle import configure_logging, enable_crash_reports, log_level, quiet_third_party
 from spatial_ae.runs.parallel import PARENT_POLL_SECONDS, configure_threads, die_with_parent
-from spatial_ae.params import STEPS, ParameterError, parse_run_settings, parse_step_params
+from spatial_ae.params import STEPS, ParameterError, parse_run_settings, parse_step_params, step_arguments
 from spatial_ae.mlflow_io.tracking import check_tracking_server
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-LOG_LEVEL_VARIABLE = "SPATIAL_AE_LOG_LEVEL"  # DEBUG shows every training epoch; default INFO
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TRAINING_STEPS = ("pretrain", "evaluate", "main", "kws", "sweep")
 
-# step name -> "module:function"; each function takes the parsed parameters as keywords.
+# step name -> "module:function"; each function takes its `params.step_arguments` as keywords.
 STEP_FUNCTIONS = {
     "featurize": "spatial_ae.steps.featurize:featurize",
     "pretrain": "spatial_ae.steps.pretrain:pretrain",
@@ -46,58 +42,9 @@ def user_errors() -> tuple[type[Exception], ...]:
     return (ParameterError, UserError, AudioError, DownloadError)
 
 
-def _simulations_failed(error: BaseException) -> bool:
-    """A failed simulation (workflow.SimulationsFailed; each failure is already logged with its traceback)."""
-    workflow = sys.modules.get("spatial_ae.runs.workflow")
-    return workflow is not None and isinstance(error, workflow.SimulationsFailed)
-
-
 def step_function(step: str):
     module, function = STEP_FUNCTIONS[step].split(":")
     return getattr(importlib.import_module(module), function)
-
-
-def enable_crash_reports() -> None:
-    """faulthandler on the process's stderr: a crash in native code (TensorFlow) prints every thread's Python
-    stack, not just "exit -11" (skipped where stderr is not a file descriptor)."""
-    try:
-        faulthandler.enable(sys.__stderr__)
-    except (AttributeError, OSError, ValueError):
-        pass
-
-
-def log_level() -> int:
-    """The level of Spatial AE's own log lines, from SPATIAL_AE_LOG_LEVEL (default INFO)."""
-    name = os.environ.get(LOG_LEVEL_VARIABLE, "").strip().upper() or "INFO"
-    if name not in LOG_LEVELS:
-        raise UserError(f"{LOG_LEVEL_VARIABLE}={os.environ[LOG_LEVEL_VARIABLE]!r} is not a log level; set it to one "
-                        f"of {', '.join(LOG_LEVELS)} or unset it")
-    return getattr(logging, name)
-
-
-def quiet_third_party() -> None:
-    """Before TensorFlow or MLflow work starts (here, and inherited by worker processes): no TensorFlow C++ INFO
-    lines (the CPU-feature banner) and no MLflow progress bar per artifact download; each is set only where the
-    user has not set it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def _not_retracing(record: logging.LogRecord) -> bool:
-    """False for TensorFlow's "triggered tf.function retracing" warnings (each new model traces anew: expected)."""
-    return "tf.function retracing" not in record.getMessage()
-
-
-def configure_logging(level: int, log_format: str = LOG_FORMAT) -> None:
-    """Log lines to stderr: Spatial AE's at `level`, other libraries' from INFO; warnings that tell the user
-    nothing they can act on (TensorFlow's retracing, MLflow's doubt about a dataset's source) are dropped."""
-    logging.basicConfig(level=logging.INFO, format=log_format)
-    logging.getLogger("spatial_ae").setLevel(level)
-    tensorflow = logging.getLogger("tensorflow")
-    if _not_retracing not in tensorflow.filters:
-        tensorflow.addFilter(_not_retracing)
-    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways",
-                            category=UserWarning)
 
 
 LAUNCHER_WATCH_VARIABLE = "SPATIAL_AE_DIE_WITH_PARENT"  # 1: always, 0: never; unset: under `mlflow run` only
@@ -176,9 +123,10 @@ def main(step: str, argv: list[str] | None = None) -> int:
         settings = parse_run_settings(step, vars(args))
         check_tracking_server()  # before importing the step (TensorFlow): a down server is reported at once
         experiment_id = apply_run_settings(settings, params.get("dataset"))
+        arguments = step_arguments(step, params)  # a spark_master's cluster is checked here, before any work
         if step in TRAINING_STEPS:
             configure_threads(1)
-        step_function(step)(**params)
+        step_function(step)(**arguments)
         if experiment_id is not None:
             from spatial_ae.mlflow_io.experiment import where_to_look
 
@@ -186,9 +134,7 @@ def main(step: str, argv: list[str] | None = None) -> int:
     except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except Exception as error:
-        if not _simulations_failed(error):
-            raise
+    except SimulationsFailed as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # the runs are FAILED, the rest kept
         return 1
     except KeyboardInterrupt as interruption:  # SIGINT, or SIGTERM via tracking.Terminated

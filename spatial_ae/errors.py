@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """Bad input or set-up; the message names the file or parameter and the fix."""
+
+
+class SimulationsFailed(RuntimeError):
+    """Some simulations failed (each already logged with its traceback); the others' results are kept."""

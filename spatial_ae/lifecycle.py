@@ -1,20 +1,24 @@
-"""Ctrl-C (SIGINT) and SIGTERM during a step: raised as exceptions so that the step's run is closed as KILLED,
-but never where the signal lands inside TensorFlow, Keras or the SQL tracking store.
-
-An exception raised in the middle of those libraries crashed the process (SIGSEGV in TensorFlow, once on CI) or
-left an SQLite write transaction open, so that closing the runs failed with "database is locked" (2 interruptions
-in 30 here). There the signal is only recorded: a watcher thread has it raised in the main thread as soon as that
-thread has left them, and `training.fit` stops at the next batch or epoch boundary (`received()`).
+"""A step's process from start to end: logging and crash reports set up, Ctrl-C (SIGINT) and SIGTERM raised as
+exceptions so that the step's runs close as KILLED, but never where the signal lands inside TensorFlow, Keras or
+the SQL tracking store (an exception there can crash the process or leave an SQLite write open: docs/RELIABILITY.md).
+There the signal is only recorded: a watcher thread has it raised in the main thread as soon as that thread has
+left them, and `training.fit` stops at the next batch or epoch boundary (`received()`).
 """
 from __future__ import annotations
 
 import _thread
 import contextlib
+import faulthandler
+import logging
+import os
 import signal
 import sys
 import threading
 import time
+import warnings
 from typing import Iterator
+
+from spatial_ae.errors import UserError
 
 UNINTERRUPTIBLE = ("tensorflow", "keras", "sqlalchemy")  # modules an exception must not cut through
 WATCH_SECONDS = 0.02
@@ -113,3 +117,52 @@ def _inside_uninterruptible(frame) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+# Process set-up: logging and crash reports, the same in a step and in its worker processes
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVEL_VARIABLE = "SPATIAL_AE_LOG_LEVEL"  # DEBUG shows every training epoch; default INFO
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def enable_crash_reports() -> None:
+    """faulthandler on the process's stderr: a crash in native code (TensorFlow) prints every thread's Python
+    stack, not just "exit -11" (skipped where stderr is not a file descriptor)."""
+    try:
+        faulthandler.enable(sys.__stderr__)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+def log_level() -> int:
+    """The level of Spatial AE's own log lines, from SPATIAL_AE_LOG_LEVEL (default INFO)."""
+    name = os.environ.get(LOG_LEVEL_VARIABLE, "").strip().upper() or "INFO"
+    if name not in LOG_LEVELS:
+        raise UserError(f"{LOG_LEVEL_VARIABLE}={os.environ[LOG_LEVEL_VARIABLE]!r} is not a log level; set it to one "
+                        f"of {', '.join(LOG_LEVELS)} or unset it")
+    return getattr(logging, name)
+
+
+def quiet_third_party() -> None:
+    """Before TensorFlow or MLflow work starts (here, and inherited by worker processes): no TensorFlow C++ INFO
+    lines (the CPU-feature banner) and no MLflow progress bar per artifact download; each is set only where the
+    user has not set it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def _not_retracing(record: logging.LogRecord) -> bool:
+    """False for TensorFlow's "triggered tf.function retracing" warnings (each new model traces anew: expected)."""
+    return "tf.function retracing" not in record.getMessage()
+
+
+def configure_logging(level: int, log_format: str = LOG_FORMAT) -> None:
+    """Log lines to stderr: Spatial AE's at `level`, other libraries' from INFO; warnings that tell the user
+    nothing they can act on (TensorFlow's retracing, MLflow's doubt about a dataset's source) are dropped."""
+    logging.basicConfig(level=logging.INFO, format=log_format)
+    logging.getLogger("spatial_ae").setLevel(level)
+    tensorflow = logging.getLogger("tensorflow")
+    if _not_retracing not in tensorflow.filters:
+        tensorflow.addFilter(_not_retracing)
+    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways",
+                            category=UserWarning)

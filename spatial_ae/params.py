@@ -6,13 +6,13 @@ and stop with an error that names the parameter and the fix.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, get_type_hints
 
-from spatial_ae.method.recipes import EXTRA_UNLABELLED, POSITION_FEATURES, RECIPES
+from spatial_ae.method.recipes import RECIPES, resolve_recipe
+from spatial_ae.settings import (RECIPE_OPTIONS, EvaluateSettings, FeaturizeSettings, MainSettings,
+                                 PretrainSettings, Recipe, SweepSettings)
 
-
-AE_MIN_EPOCHS = 50  # the default of ae_min_epochs, also of the Python functions that take it
 
 
 class ParameterError(ValueError):
@@ -127,9 +127,15 @@ SPARK_MASTER = Param("spark_master", str, "", "Spark master URL (local[2], local
                      "processes); needs pip install -e '.[spark]' and Java 17+ (docs/SCALE.md)")
 FEATURIZE = (*FEATURIZE, SPARK_MASTER)
 
+RECIPE_OPTION_PARAMS = tuple(
+    Param(spec.name, get_type_hints(Recipe)[spec.name], None, f"{spec.metadata['help']}; empty = from the recipe",
+          optional=True,
+          **{key: value for key, value in spec.metadata.items() if key != "help"})
+    for spec in fields(Recipe) if spec.name != "name")
+
 PRETRAIN_HYPERPARAMETERS = (
     _int("ae_epochs", 500, "maximum auto-encoder epochs", low=1),
-    _int("ae_min_epochs", AE_MIN_EPOCHS, "auto-encoder epochs before early stopping may stop it; 0 = the paper's early "
+    _int("ae_min_epochs", 50, "auto-encoder epochs before early stopping may stop it; 0 = the paper's early "
          "stopping (from the first epoch), where the raw-MFCC auto-encoder's validation loss stalls early and "
          "stops it before it has learnt the words (docs/RESULTS.md)"),
     PATIENCE,
@@ -144,29 +150,7 @@ PRETRAIN_HYPERPARAMETERS = (
           "'shifted' (time-shifted copies), 'voices' (synthetic voices as extra unlabelled clips); options given "
           "explicitly override it",
           choices=tuple(RECIPES)),
-    Param("standardize_inputs", bool, None, "standardise the MFCC with unlabelled-set statistics, inside the encoder "
-          "(the reconstruction target is then the standardised MFCC); empty = from the recipe", optional=True),
-    Param("standardize_positions", bool, None, "z-score each position target over the unlabelled set; "
-          "empty = from the recipe", optional=True),
-    Param("position_features", str, None, "position target: cosine distance of the power_mel (the paper) or "
-          "log_mel to the anchors, or mfcc_dtw: dynamic-time-warping distance of the MFCC frames (c1-c19, "
-          "standardised) to exemplar clips; empty = from the recipe", choices=POSITION_FEATURES, optional=True),
-    Param("num_anchors", int, None, "1 = the paper's mean anchor; k > 1 = k-means centres of the unlabelled "
-          "position features (k distances as target; for mfcc_dtw the k clips nearest the centres); "
-          "empty = from the recipe", low=1, optional=True),
-    Param("position_loss_weight", float, None,
-          "weight of the position loss; 0 trains the plain auto-encoder (the ablation); empty = from the recipe",
-          low=0.0, optional=True),
-    Param("balance_losses", bool, None, "scale the position loss so that both heads start equal (each loss "
-          "divided by the MSE of predicting its target's mean); empty = from the recipe", optional=True),
-    Param("embedding_dim", int, None, "size of the embedding (75, the paper's, in every recipe but wide: 200); "
-          "empty = from the recipe", low=1, optional=True),
-    Param("augment_shifts", int, None, "time-shifted copies of each unlabelled training clip added to the "
-          "auto-encoder's training set (MFCC and mel frames moved by 1-4 frames, 32-128 ms); empty = from the "
-          "recipe", low=0, high=8, optional=True),
-    Param("extra_unlabelled", str, None, "'synthetic' adds as many clips of the synthetic eSpeak NG corpus's voices "
-          "as there are unlabelled training clips to the auto-encoder's training set; 'none'; empty = from the "
-          "recipe", choices=EXTRA_UNLABELLED, optional=True),
+    *RECIPE_OPTION_PARAMS,
 )
 
 EVALUATE_HYPERPARAMETERS = (
@@ -258,6 +242,60 @@ def parse_run_settings(step: str, raw: dict[str, Any]) -> dict[str, Any]:
             if spec.name in RUN_SETTINGS}
 
 
+def step_arguments(step: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The step function's arguments from its parsed parameters: the settings grouped into their dataclasses
+    (the recipe resolved once, here), `spark_master` as the cluster it names (checked now, before any work), the
+    rest (run ids, URIs, seed, paths) as they are."""
+    params = dict(params)
+    cluster = {"cluster": _cluster(params.pop("spark_master"))} if "spark_master" in params else {}
+    if step not in SETTINGS_STEPS:
+        return params | cluster
+    if step == "evaluate":
+        return {"featurize_run_id": params["featurize_run_id"], "encoder_uri": params["encoder_uri"],
+                "settings": _settings(EvaluateSettings, params), "seed": params["seed"]}
+    if step == "featurize":
+        return {"settings": _settings(FeaturizeSettings, params)} | cluster
+    pretrain = _settings(PretrainSettings, params, recipe=_recipe(params))
+    if step == "pretrain":
+        return {"featurize_run_id": params["featurize_run_id"], "settings": pretrain, "seed": params["seed"]}
+    featurize = _settings(FeaturizeSettings, params)
+    runs = {name: params[name] for name in ("num_simulations", "parallel_simulations", "results_path")}
+    if step == "main":
+        return {"settings": MainSettings(featurize, pretrain, _settings(EvaluateSettings, params), **runs)} | cluster
+    given = tuple((name, params[name]) for name in RECIPE_OPTIONS if params.get(name) is not None)
+    return {"settings": SweepSettings(  # each cell has its own recipe and labelled_per_word
+        featurize, pretrain, _settings(EvaluateSettings, params, labelled_per_word=0),
+        recipes=tuple(params["recipes"]), position_loss_weights=tuple(params["position_loss_weights"]),
+        labelled_per_word=tuple(params["labelled_per_word"]), given=given, **runs)} | cluster
+
+
+def _cluster(master: str):
+    """The Spark cluster of a spark_master parameter (runs.spark.Cluster, checked), None for an empty one."""
+    if not master:
+        return None
+    from spatial_ae.runs.spark import Cluster
+
+    return Cluster(master)
+
+
+SETTINGS_STEPS = ("featurize", "pretrain", "evaluate", "main", "sweep")
+
+
+def arguments(step: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """`step_arguments` of the raw (command-line) values: parsed, checked, grouped."""
+    return step_arguments(step, parse_step_params(step, raw))
+
+
+def _settings(kind: type, params: dict[str, Any], **values: Any):
+    """A settings dataclass from the parameters of the same names (`values` given instead)."""
+    return kind(**{spec.name: params[spec.name] for spec in fields(kind) if spec.name in params} | values)
+
+
+def _recipe(params: dict[str, Any]) -> Recipe:
+    return resolve_recipe(params.get("recipe", "paper"),
+                          **{name: params.get(name) for name in RECIPE_OPTIONS})
+
+
 MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit
 
 
@@ -314,7 +352,7 @@ def mlproject_text() -> str:
             default = "" if spec.default is None else f", default: {_yaml_default(spec)}"
             lines.append(f"      {spec.name}: {{type: {kind}{default}}}")
         arguments = " ".join(f"--{spec.name} {{{spec.name}}}" for spec in specs)
-        lines.append(f"    command: \"python -m spatial_ae {step} {arguments}\"")
+        lines.append(f"    command: \"python entrypoints/{step}.py {arguments}\"")
     return "\n".join(lines) + "\n"
 
 

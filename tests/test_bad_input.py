@@ -19,6 +19,7 @@ import soundfile
 from mlflow.tracking import MlflowClient
 
 from spatial_ae.steps.featurize import featurize, load_feature_set
+from spatial_ae.settings import FeaturizeSettings
 from tests.conftest import REPO
 
 WORDS = ("no", "yes")
@@ -102,8 +103,7 @@ def artifact_text(run_id: str, path: str) -> str:
 
 def test_featurize_skips_and_counts_every_bad_clip(sqlite_tracking, tmp_path):
     root = bad_corpus(tmp_path / "corpus")
-    run_id = featurize(str(root), unlabeled_set_size=1000, lbl_trai_size=2, lbl_test_size=1000,
-                       synthetic_clips_per_word=100, seed=0)
+    run_id = featurize(FeaturizeSettings(str(root), unlabeled_set_size=1000, lbl_trai_size=2, lbl_test_size=1000))
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["clips_skipped"] == len(SKIPPED)
@@ -119,7 +119,7 @@ def test_featurize_skips_and_counts_every_bad_clip(sqlite_tracking, tmp_path):
     features = load_feature_set(run_id)
     assert {f"no/{name}" for name in HANDLED} <= set(features.paths)  # resampled, mixed down, trimmed, converted
     assert not set(features.paths) & {f"yes/{name}" for name in SKIPPED}
-    for array in (features.mfcc, features.unlabelled_mel, features.anchor, features.positions):
+    for array in (features.mfcc, features.unlabelled_mel):
         assert np.isfinite(array).all()  # nothing NaN or infinite reaches the training
     paths = list(features.paths)
     reference = features.mfcc[paths.index("no/float32.wav")]  # the 440 Hz tone at 16 kHz, mono, 1 s
@@ -136,8 +136,7 @@ def test_featurize_skips_and_counts_every_bad_clip(sqlite_tracking, tmp_path):
 
 def test_missing_split_lists_fall_back_at_the_featurize_step(sqlite_tracking, tmp_path):
     root = good_corpus(tmp_path / "corpus", per_word=30, lists=False)
-    run_id = featurize(str(root), unlabeled_set_size=1000, lbl_trai_size=2, lbl_test_size=1000,
-                       synthetic_clips_per_word=100, seed=0)
+    run_id = featurize(FeaturizeSettings(str(root), unlabeled_set_size=1000, lbl_trai_size=2, lbl_test_size=1000))
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.metrics["clips_skipped"] == 0
     assert min(run.data.metrics[f"clips_{split}"] for split in ("unlabelled", "train", "test")) > 0

@@ -151,11 +151,12 @@ def test_evaluate_with_an_encoder_that_does_not_exist(sqlite_tracking):
 def test_more_anchors_than_unlabelled_clips_is_refused_before_training(sqlite_tracking, tmp_path):
     from mlflow.tracking import MlflowClient
 
+    from spatial_ae.settings import Recipe
     from spatial_ae.steps.pretrain import check_anchors
 
     with pytest.raises(Exception, match=r"num_anchors=9 is more than the 8 unlabelled clips"):
-        check_anchors(8, {"position_loss_weight": 1.0, "num_anchors": 9})
-    check_anchors(8, {"position_loss_weight": 0.0, "num_anchors": 9})  # no position targets, no anchors
+        check_anchors(8, Recipe(position_loss_weight=1.0, num_anchors=9))
+    check_anchors(8, Recipe(position_loss_weight=0.0, num_anchors=9))  # no position targets, no anchors
     root = good_corpus(tmp_path / "corpus")  # 8 unlabelled clips
     result = run_cli("main", "--dataset", str(root), "--recipe", "balanced", "--num_anchors", "50",
                      "--lbl_trai_size", "2", "--lbl_test_size", "4", "--num_simulations", "1",
@@ -170,7 +171,7 @@ def test_more_anchors_than_unlabelled_clips_is_refused_before_training(sqlite_tr
 
 def test_failed_simulations_end_the_command_with_one_error_line(sqlite_tracking, monkeypatch, capsys):
     from spatial_ae import cli
-    from spatial_ae.runs.workflow import SimulationsFailed
+    from spatial_ae.errors import SimulationsFailed
 
     def failing(**params):
         raise SimulationsFailed("1 of 2 simulations failed: simulation 2: ValueError: boom")
@@ -201,11 +202,10 @@ def test_words_whose_metric_names_collide_or_are_too_long(words, named):
 
 
 def test_metric_prefixes_cover_every_model():
-    from spatial_ae.steps.evaluate import EMBEDDING_DNN, MFCC_CNN, MFCC_DNN
-    from spatial_ae.steps.kws import PREFIX
+    from spatial_ae.names import KWS, MODELS
     from spatial_ae.method.metrics import MODEL_PREFIXES
 
-    assert {EMBEDDING_DNN, MFCC_CNN, MFCC_DNN, PREFIX} <= set(MODEL_PREFIXES)
+    assert {*MODELS, KWS} <= set(MODEL_PREFIXES)
 
 
 def test_colliding_word_folders_are_refused_at_featurize(sqlite_tracking, tmp_path):

@@ -20,11 +20,10 @@ import librosa
 import numpy as np
 import pytest
 import soundfile
-from scipy.spatial.distance import cdist
 
 from spatial_ae.data.audio import load_clip
-from spatial_ae.data.features import (MEL_DIM, MEL_SHAPE, MFCC_DIM, MFCC_SHAPE, FeatureTable, anchor,
-                                 cosine_positions, featurize_files, mfcc_and_mel, mfcc_only)
+from spatial_ae.data.features import (MEL_DIM, MEL_SHAPE, MFCC_DIM, MFCC_SHAPE, FeatureTable, featurize_files,
+                                      mfcc_and_mel, mfcc_only)
 
 SHARED_DATA = Path(os.environ.get("SPATIAL_AE_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -133,22 +132,6 @@ def test_mfcc_only_matches_mfcc_and_mel():
     np.testing.assert_array_equal(mfcc_only(clips), mfcc_and_mel(clips)[0])  # same batches: same bits
     with pytest.raises(ValueError, match="16000"):
         mfcc_only(np.zeros((2, 8000), np.float32))
-
-
-def test_anchor_is_the_mean_and_positions_equal_cdist():
-    rng = np.random.default_rng(1)
-    mel = rng.gamma(1.0, 1.0, size=(50, MEL_DIM)).astype(np.float32)
-    centre = anchor(mel)
-    assert centre.shape == (MEL_DIM,) and centre.dtype == np.float64
-    np.testing.assert_allclose(centre, mel.astype(np.float64).mean(axis=0), rtol=1e-12)
-    one = cosine_positions(mel, centre)
-    assert one.shape == (50,)
-    np.testing.assert_allclose(one, cdist(mel, centre[None, :], "cosine")[:, 0], rtol=1e-10, atol=1e-13)
-    anchors = mel[:3].astype(np.float64) * 2
-    several = cosine_positions(mel, anchors)
-    assert several.shape == (50, 3)
-    np.testing.assert_allclose(several, cdist(mel, anchors, "cosine"), rtol=1e-10, atol=1e-13)
-    assert several[0, 0] == pytest.approx(0.0, abs=1e-12)
 
 
 def write_corpus(folder: Path) -> list[Path]:

@@ -16,7 +16,8 @@ from spatial_ae.errors import UserError
 from spatial_ae.steps.evaluate import train_and_test
 from spatial_ae.steps.kws import KWS_NAME, input_files, load_labelled_set, predict_keywords, train_keyword_spotter
 from spatial_ae.method.models import build_mfcc_cnn
-from spatial_ae.params import parse_step_params
+from spatial_ae.params import arguments
+from spatial_ae.settings import FeaturizeSettings
 from spatial_ae.mlflow_io.registry import ENCODER_NAME, registered_version
 from spatial_ae.method.training import seed_everything
 
@@ -34,10 +35,9 @@ def registered_encoder(corpus_dir, ae_epochs: int = 5) -> str:
     from spatial_ae.steps.featurize import featurize
     from spatial_ae.steps.pretrain import pretrain
 
-    run_id = featurize(str(corpus_dir), unlabeled_set_size=12000, lbl_trai_size=3000, lbl_test_size=6000,
-                       synthetic_clips_per_word=100, seed=0)
-    params = parse_step_params("pretrain", {"featurize_run_id": run_id, "ae_epochs": ae_epochs, "recipe": "balanced"})
-    uri = pretrain(**params)
+    run_id = featurize(FeaturizeSettings(str(corpus_dir), unlabeled_set_size=12000, lbl_trai_size=3000,
+                                         lbl_test_size=6000))
+    uri = pretrain(**arguments("pretrain", {"featurize_run_id": run_id, "ae_epochs": ae_epochs, "recipe": "balanced"}))
     MlflowClient().set_registered_model_alias(ENCODER_NAME, "champion", registered_version(uri)[1])
     return uri
 

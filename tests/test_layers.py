@@ -14,7 +14,7 @@ LAYERS = (
     ("spatial_ae.method",),
     ("spatial_ae.mlflow_io",),
     ("spatial_ae.data",),
-    ("spatial_ae.names", "spatial_ae.lifecycle", "spatial_ae.errors"),
+    ("spatial_ae.names", "spatial_ae.settings", "spatial_ae.lifecycle", "spatial_ae.errors"),
 )
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spatial_ae.method import training
+from spatial_ae.method import speed, training
 from spatial_ae.method.models import build_autoencoder, build_dnn_probe, build_mfcc_cnn
 
 
@@ -54,15 +54,15 @@ def test_reused_traced_functions_train_exactly_like_a_fresh_model(monkeypatch, o
     train function."""
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 12)).astype(np.float32), rng.integers(0, 3, 64)
-    monkeypatch.setattr(training, "REUSE_TRACED", False)
+    monkeypatch.setattr(speed, "REUSE_TRACED", False)
     fresh = _train_probe(1, x, y, optimizer)
-    monkeypatch.setattr(training, "REUSE_TRACED", True)
-    monkeypatch.setattr(training, "_twins", {})
+    monkeypatch.setattr(speed, "REUSE_TRACED", True)
+    monkeypatch.setattr(speed, "_twins", {})
     _train_probe(0, x, y, optimizer)
-    (twin,) = training._twins.values()
+    (twin,) = speed._twins.values()
     train_function = twin.train_function
     reused = _train_probe(1, x, y, optimizer)
-    assert list(training._twins.values()) == [twin] and twin.train_function is train_function
+    assert list(speed._twins.values()) == [twin] and twin.train_function is train_function
     assert reused is not twin and twin.optimizer.iterations.numpy() == 3 * 6
     assert len(fresh.variables) == len(reused.variables) > len(fresh.weights)  # seed generator states included
     for expected, found in zip(fresh.variables + fresh.optimizer.variables,
@@ -83,7 +83,7 @@ def test_fused_adamax_updates_like_keras_adamax(monkeypatch):
         for gradient in gradients:
             optimizer.apply([gradient], [variable])
         ends[name] = [variable.numpy()] + [state.numpy() for state in optimizer.variables]
-    assert isinstance(training.optimizer("Adamax"), training.FusedAdamax)
+    assert isinstance(training.optimizer("Adamax"), speed.FusedAdamax)
     assert np.abs(ends["keras"][0] - start).min() > 1e-5  # every weight moved
     for expected, found in zip(ends["keras"], ends["fused"], strict=True):
         np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-6)
@@ -130,7 +130,7 @@ def test_training_reshuffles_every_epoch_and_sees_every_row_once():
 
 def test_training_pipeline_is_not_autotuned():
     """tf.data's autotuning left the cores idle with two simulation workers (benchmarks/dataset_autotune.py)."""
-    dataset = training._dataset(np.zeros((4, 2)), np.zeros(4), 2, shuffle=True)
+    dataset = speed._dataset(np.zeros((4, 2)), np.zeros(4), 2, shuffle=True)
     assert dataset.options().autotune.enabled is False
     assert [batch[0].shape[0] for batch in dataset] == [2, 2]
 

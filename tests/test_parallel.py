@@ -54,9 +54,9 @@ def test_thread_variables_set_by_the_user_win(variable):
 
 WORKER_LOGGING = """
 import logging, sys
-from spatial_ae import workflow  # as a spawned worker: TensorFlow imported before any logging set-up
-import tensorflow as tf
-workflow._start_worker(sys.argv[1], "0", "fast", 2, logging.INFO)
+from spatial_ae.runs import parallel
+import tensorflow as tf  # as in a spawned worker: TensorFlow imported before any logging set-up
+parallel.start_worker(sys.argv[1], "0", "fast", 2, logging.INFO)
 tf.get_logger().warning("a TensorFlow warning")
 """
 

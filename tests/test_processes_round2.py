@@ -13,7 +13,6 @@ from tests.conftest import REPO, SMALL_CLIPS_PER_WORD
 ORPHAN_PARENT = """
 import os, sys, time
 from spatial_ae.runs import parallel
-from spatial_ae.runs import workflow
 
 def task(pid_file):
     open(pid_file, "w").write(str(os.getpid()))
@@ -22,7 +21,7 @@ def task(pid_file):
 if __name__ == "__main__":
     import logging
     setup = (sys.argv[1], "0", "fast", 1, logging.INFO)
-    parallel.run_in_processes({0: (sys.argv[2],)}, task, 1, workflow._start_worker, setup, lambda k, f: None)
+    parallel.run_in_processes({0: (sys.argv[2],)}, task, 1, parallel.start_worker, setup, lambda k, f: None)
 """
 
 
@@ -69,13 +68,14 @@ def test_feature_cache_is_checked_against_the_run_and_bounded(sqlite_tracking, s
     import numpy as np
 
     from spatial_ae.mlflow_io import tracking
+    from spatial_ae.settings import FeaturizeSettings
     from spatial_ae.steps.featurize import featurize, load_feature_set
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # never evict the user's own cache
     (tmp_path / "tmp").mkdir()
     monkeypatch.setenv(tracking.CACHE_RUNS_VARIABLE, "2")
-    run_id = featurize("synthetic", unlabeled_set_size=60, lbl_trai_size=10, lbl_test_size=10,
-                       synthetic_clips_per_word=SMALL_CLIPS_PER_WORD, seed=0)
+    run_id = featurize(FeaturizeSettings("synthetic", unlabeled_set_size=60, lbl_trai_size=10, lbl_test_size=10,
+                                         synthetic_clips_per_word=SMALL_CLIPS_PER_WORD))
     labels = load_feature_set(run_id).labels
     cached = tracking.artifact_cache() / run_id / "features" / "labels.npy"
     np.save(cached, np.zeros_like(labels) + 7)  # edited in place
@@ -114,7 +114,7 @@ def test_identical_workflows_at_once_run_each_simulation_once(sqlite_tracking, s
     (the second waits on the first's claim and reuses its runs) instead of running everything twice."""
     from mlflow.tracking import MlflowClient
 
-    from spatial_ae.runs.workflow import SIMULATION_TAG
+    from spatial_ae.names import SIMULATION_TAG
 
     arguments = ["--dataset", "synthetic", "--unlabeled_set_size", "60", "--lbl_trai_size", "20",
                  "--lbl_test_size", "20", "--synthetic_clips_per_word", str(SMALL_CLIPS_PER_WORD), "--ae_epochs", "2",

@@ -10,10 +10,12 @@ from sklearn.cluster import KMeans
 
 from spatial_ae.data.corpus import TRAIN, UNLABELLED
 from spatial_ae.steps.evaluate import labelled_sample, load_keras_encoder
-from spatial_ae.data.features import anchor, cosine_positions
-from spatial_ae.params import parse_step_params
-from spatial_ae.method.recipes import (RECIPES, dtw_distances, encoder_identity, exemplar_clips, mfcc_frames,
-                                position_loss_scale, position_targets, resolve_recipe)
+from spatial_ae.data.features import MEL_DIM
+from spatial_ae.params import arguments, parse_step_params, step_arguments
+from spatial_ae.method.positions import (cosine_positions, dtw_distances, exemplar_clips, mean_anchor, mfcc_frames,
+                                         position_loss_scale, position_targets)
+from spatial_ae.method.recipes import RECIPES, resolve_recipe
+from spatial_ae.settings import PretrainSettings, Recipe
 from spatial_ae.runs.workflow import main
 from tests.conftest import SMALL_CLIPS_PER_WORD
 
@@ -22,18 +24,34 @@ TINY = dict(dataset="synthetic", unlabeled_set_size=240, lbl_trai_size=30, lbl_t
 
 
 def test_presets_resolve_as_documented_and_explicit_options_override():
-    assert resolve_recipe("paper") == {"recipe": "paper", "standardize_inputs": False, "standardize_positions": False,
-                                       "position_features": "power_mel", "num_anchors": 1,
-                                       "position_loss_weight": 1.0, "balance_losses": False, "embedding_dim": 75,
-                                       "augment_shifts": 0, "extra_unlabelled": "none"}
-    assert resolve_recipe("balanced") == {"recipe": "balanced", **RECIPES["balanced"]}
+    assert resolve_recipe("paper").params() == {
+        "recipe": "paper", "standardize_inputs": False, "standardize_positions": False,
+        "position_features": "power_mel", "num_anchors": 1, "position_loss_weight": 1.0, "balance_losses": False,
+        "embedding_dim": 75, "augment_shifts": 0, "extra_unlabelled": "none"}
+    assert resolve_recipe("balanced") == Recipe(name="balanced", **RECIPES["balanced"])
     assert RECIPES["balanced"]["standardize_inputs"] and RECIPES["balanced"]["num_anchors"] > 1
     params = parse_step_params("main", {"recipe": "balanced", "num_anchors": "3", "standardize_positions": "false"})
     assert params["position_loss_weight"] is None  # not given: the recipe decides
-    resolved = resolve_recipe(params["recipe"], **{name: params[name] for name in RECIPES["paper"]})
-    assert resolved["num_anchors"] == 3 and resolved["standardize_positions"] is False
-    assert resolved["position_features"] == "log_mel" and resolved["balance_losses"] is True
-    assert resolve_recipe("paper", position_loss_weight=0.0)["position_loss_weight"] == 0.0
+    resolved = step_arguments("main", params)["settings"].pretrain.recipe  # resolved once, from the parameters
+    assert resolved.num_anchors == 3 and resolved.standardize_positions is False
+    assert resolved.position_features == "log_mel" and resolved.balance_losses is True
+    assert resolve_recipe("paper", position_loss_weight=0.0).position_loss_weight == 0.0
+
+
+def test_anchor_is_the_mean_and_positions_equal_cdist():
+    rng = np.random.default_rng(1)
+    mel = rng.gamma(1.0, 1.0, size=(50, MEL_DIM)).astype(np.float32)
+    centre = mean_anchor(mel)
+    assert centre.shape == (MEL_DIM,) and centre.dtype == np.float64
+    np.testing.assert_allclose(centre, mel.astype(np.float64).mean(axis=0), rtol=1e-12)
+    one = cosine_positions(mel, centre)
+    assert one.shape == (50,)
+    np.testing.assert_allclose(one, cdist(mel, centre[None, :], "cosine")[:, 0], rtol=1e-10, atol=1e-13)
+    anchors = mel[:3].astype(np.float64) * 2
+    several = cosine_positions(mel, anchors)
+    assert several.shape == (50, 3)
+    np.testing.assert_allclose(several, cdist(mel, anchors, "cosine"), rtol=1e-10, atol=1e-13)
+    assert several[0, 0] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_k_anchors_give_cosine_distances_to_kmeans_centres():
@@ -43,7 +61,7 @@ def test_k_anchors_give_cosine_distances_to_kmeans_centres():
     assert targets.shape == (60, 3)
     np.testing.assert_allclose(targets, cdist(mel, centres, "cosine"), rtol=1e-5, atol=1e-6)
     paper = position_targets(mel, None, "power_mel", 1, standardize=False, seed=4)
-    np.testing.assert_allclose(paper[:, 0], cosine_positions(mel, anchor(mel)), rtol=1e-6)
+    np.testing.assert_allclose(paper[:, 0], cosine_positions(mel, mean_anchor(mel)), rtol=1e-6)
     standardized = position_targets(mel, None, "log_mel", 3, standardize=True, seed=4)
     np.testing.assert_allclose(standardized.mean(axis=0), 0, atol=1e-5)
     np.testing.assert_allclose(standardized.std(axis=0), 1, atol=1e-4)
@@ -89,23 +107,24 @@ def test_dtw_positions_are_distances_to_distinct_unlabelled_exemplars():
     assert targets.shape == (40, 6)
     np.testing.assert_allclose(targets[exemplars, range(6)], 0.0, atol=1e-6)  # each exemplar is its own zero
     np.testing.assert_allclose(targets, dtw_distances(frames, frames[exemplars]), rtol=1e-5)
-    assert resolve_recipe("dtw")["position_features"] == "mfcc_dtw"
+    assert resolve_recipe("dtw").position_features == "mfcc_dtw"
 
 
 def test_plain_autoencoders_of_recipes_that_differ_only_in_positions_are_one_encoder():
-    settings = dict(embedding_dim=75, ae_epochs=3)
-    plain = [encoder_identity(settings | resolve_recipe(r, position_loss_weight=0.0)) for r in ("balanced", "dtw")]
+    def identity(recipe: str, **options) -> dict:
+        return PretrainSettings(3, 0, 2, "Adamax", 32, resolve_recipe(recipe, **options)).identity()
+
+    plain = [identity(r, position_loss_weight=0.0) for r in ("balanced", "dtw")]
     assert plain[0] == plain[1] and "position_features" not in plain[0]
-    assert encoder_identity(settings | resolve_recipe("paper", position_loss_weight=0.0)) != plain[0]  # raw inputs
-    spatial = [encoder_identity(settings | resolve_recipe(r)) for r in ("balanced", "dtw")]
-    assert spatial[0] != spatial[1] and spatial[0] == settings | resolve_recipe("balanced")
+    assert identity("paper", position_loss_weight=0.0) != plain[0]  # raw inputs
+    spatial = [identity(r) for r in ("balanced", "dtw")]
+    assert spatial[0] != spatial[1] and spatial[0]["position_features"] == "log_mel"
 
 
 def test_balanced_recipe_carries_the_normalisation_and_mfcc_dnn_is_logged(sqlite_tracking, small_synthetic_corpus,
                                                                          tmp_path):
-    params = parse_step_params("main", TINY | {"recipe": "balanced", "num_anchors": "4", "num_simulations": 1,
-                                               "results_path": str(tmp_path / "results")})
-    parent_id = main(**params)
+    parent_id = main(**arguments("main", TINY | {"recipe": "balanced", "num_anchors": "4", "num_simulations": 1,
+                                                 "results_path": str(tmp_path / "results")}))
     client = MlflowClient()
     assert client.get_run(parent_id).data.params["standardize_inputs"] == "True"
     simulation = next(r for r in client.search_runs([sqlite_tracking["experiment_id"]],
@@ -162,7 +181,7 @@ def test_tiny_sweep_writes_the_table_and_the_figure(sqlite_tracking, small_synth
     from spatial_ae.runs.sweep import CSV_NAME, FIGURE_NAME, sweep
 
     results = tmp_path / "sweep"
-    params = parse_step_params("sweep", TINY | {"recipes": "balanced,dtw", "position_loss_weights": "0,1",
+    params = arguments("sweep", TINY | {"recipes": "balanced,dtw", "position_loss_weights": "0,1",
                                                 "labelled_per_word": "1,2", "num_simulations": parallel_simulations,
                                                 "parallel_simulations": parallel_simulations,
                                                 "results_path": str(results)})
@@ -221,7 +240,7 @@ def _feature_set(unlabelled: int, seed: int = 0):
     mel = (np.arange(MEL_SHAPE[1])[None, None, :] + offsets + np.zeros((1, MEL_SHAPE[0], 1))).reshape(unlabelled, -1)
     return FeatureSet(words=("a",), mfcc=mfcc.astype(np.float32), labels=np.zeros(unlabelled, int),
                       splits=np.full(unlabelled, UNLABELLED), paths=np.array([f"a/{i}.wav" for i in range(unlabelled)]),
-                      unlabelled_mel=mel.astype(np.float32), anchor=mel.mean(0), positions=np.zeros(unlabelled))
+                      unlabelled_mel=mel.astype(np.float32))
 
 
 def test_shifted_frames_move_each_clip_in_time_and_repeat_the_edge_frame():

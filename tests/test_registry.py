@@ -9,8 +9,9 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from spatial_ae.mlflow_io.registry import (ACCURACY_TAG, CHAMPION, NEWEST, SELECTION_TAG, converge_alias, newest_version,
-                                 pinned_requirements, record_accuracy, update_champion)
+from spatial_ae.mlflow_io.registry import (CHAMPION, NEWEST, converge_alias, newest_version, pinned_requirements,
+                                           record_accuracy, update_champion)
+from spatial_ae.names import ACCURACY_TAG, SELECTION_TAG
 
 NAME = "alias-test-encoder"
 

@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from spatial_ae.names import SIMULATION_TAG, STEP_TAG as STEP
 from spatial_ae.steps import summarize
 from tests.conftest import REPO, free_port
 
-STEP, SIMULATION_TAG = "spatial_ae.step", "spatial_ae.simulation"
 TINY = dict(unlabeled_set_size=100, lbl_trai_size=10, lbl_test_size=20, embedding_dim=8, dnn_epochs=2, cnn_epochs=2)
 
 
@@ -245,7 +245,7 @@ def test_a_crash_prints_where_python_was_and_the_next_start_closes_its_runs(sqli
     crashed.wait(timeout=120)
     text = log.read_text()
     assert crashed.returncode == -signal.SIGSEGV, text[-3000:]
-    assert "Fatal Python error: Segmentation fault" in text and "spatial_ae/training.py" in text, text[-3000:]
+    assert "Fatal Python error: Segmentation fault" in text and "spatial_ae/method/training.py" in text, text[-3000:]
     left_open = [run for run in MlflowClient().search_runs([experiment]) if run.info.status == "RUNNING"]
     assert {run.data.tags[STEP] for run in left_open} == {"main", "simulation"}
 

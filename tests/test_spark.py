@@ -27,9 +27,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from spatial_ae.errors import UserError
-from spatial_ae.params import STEPS, parse_step_params
+from spatial_ae.params import STEPS, arguments, parse_step_params
 from spatial_ae.mlflow_io.registry import CHAMPION, ENCODER_NAME, NEWEST
-from spatial_ae.mlflow_io.tracking import PROCESS_TAG, STEP_TAG
+from spatial_ae.names import PROCESS_TAG, STEP_TAG
 from tests.conftest import REPO, _use_tracking, experiment_of_this_test, free_port, start_mlflow_server
 from tests.test_workflow import TINY
 
@@ -172,7 +172,7 @@ def main_on_spark(cluster, postgres_server, small_synthetic_corpus, tmp_path_fac
 def main(raw: dict) -> str:
     from spatial_ae.runs.workflow import main as workflow_main
 
-    return workflow_main(**parse_step_params("main", raw))
+    return workflow_main(**arguments("main", raw))
 
 
 def test_main_on_a_spark_cluster_with_tracking_on_postgresql(main_on_spark, postgres, main_tracking):
@@ -215,6 +215,7 @@ def test_main_on_a_spark_cluster_with_tracking_on_postgresql(main_on_spark, post
 def test_featurize_on_spark_equals_local(cluster, small_synthetic_corpus, tmp_path):
     """The clip list in chunks as Spark tasks: the same features, the same skipped clips as in this process."""
     from spatial_ae.data.features import featurize_files
+    from spatial_ae.runs import spark
 
     files = sorted(small_synthetic_corpus.rglob("*.wav"))[:40]
     (tmp_path / "empty.wav").write_bytes(b"")
@@ -223,13 +224,14 @@ def test_featurize_on_spark_equals_local(cluster, small_synthetic_corpus, tmp_pa
     files[30:30] = [tmp_path / "text.wav"]
     keep = np.arange(len(files)) % 3 == 0
     here = featurize_files(files, workers=0, chunk_size=8, progress=False, keep_mel=keep)
-    there = featurize_files(files, chunk_size=8, progress=False, keep_mel=keep, spark_master=cluster)
+    there = featurize_files(files, chunk_size=8, progress=False, keep_mel=keep,
+                            map_chunks=spark.Cluster(cluster).map_chunks)
     assert here.ok.sum() == len(files) - 2 and np.array_equal(here.ok, there.ok)
     np.testing.assert_allclose(there.mfcc, here.mfcc, rtol=1e-6, atol=1e-5)
     np.testing.assert_allclose(there.mel, here.mel, rtol=1e-6, atol=1e-8)
     assert [name for name, _ in there.errors] == [name for name, _ in here.errors] == \
         [str(tmp_path / "empty.wav"), str(tmp_path / "text.wav")]
-    active = featurize_files(files[:8], chunk_size=4, progress=False, spark_master="active")  # the running session
+    active = featurize_files(files[:8], chunk_size=4, progress=False, map_chunks=spark.Cluster("active").map_chunks)  # the running session
     np.testing.assert_allclose(active.mfcc, here.mfcc[:8], rtol=1e-6, atol=1e-5)
 
 
@@ -237,6 +239,7 @@ def test_embed_on_spark_equals_in_process_and_skips_unreadable_clips(main_on_spa
                                                                      small_synthetic_corpus, tmp_path):
     """`embed` with spark_udf on the cluster and with the pyfunc here: the same rows and embeddings; unreadable
     clips skipped, counted and listed; `word` from the folder."""
+    from spatial_ae.runs import spark
     from spatial_ae.steps.embed import embed
 
     corpus = tmp_path / "corpus"
@@ -250,7 +253,7 @@ def test_embed_on_spark_equals_in_process_and_skips_unreadable_clips(main_on_spa
                                          .info.run_id).data.tags["encoder_uri"]
     tables = {}
     for master in ("", cluster):
-        output = embed(encoder_uri, str(corpus), str(tmp_path / f"out{bool(master)}"), spark_master=master)
+        output = embed(encoder_uri, str(corpus), str(tmp_path / f"out{bool(master)}"), spark.cluster(master))
         tables[master] = pd.read_parquet(output).sort_values("path", ignore_index=True)
         run = runs_of(postgres_tracking["experiment_id"], f"tags.`{STEP_TAG}` = 'embed' and params.spark_master = '{master}'")[0]
         assert run.info.status == "FINISHED"
@@ -273,7 +276,7 @@ def test_sweep_on_spark(cluster, postgres_tracking, small_synthetic_corpus, tmp_
     from spatial_ae.runs.sweep import sweep
 
     raw = {name: value for name, value in TINY.items() if name in {spec.name for spec in STEPS["sweep"]}}
-    run_id = sweep(**parse_step_params("sweep", raw | {
+    run_id = sweep(**arguments("sweep", raw | {
         "recipes": "paper", "position_loss_weights": "1", "labelled_per_word": "1,2", "num_simulations": 2,
         "spark_master": cluster, "results_path": str(tmp_path / "sweep")}))
     experiment_id = postgres_tracking["experiment_id"]

@@ -15,11 +15,12 @@ from scipy import stats
 
 from spatial_ae.errors import UserError
 from spatial_ae.method.metrics import metric_safe
+from spatial_ae.names import COMPARED, SIMULATION_RUNS_TAG
 from spatial_ae.steps.summarize import RESULTS_COLUMNS, summarize, summarize_workflow
 
 WORDS = ("yes", "no", "up", "down")  # the corpus' order, deliberately not alphabetical
 COUNTS = {"yes": 40, "no": 10, "up": 25, "down": 20}
-MODELS = ("embedding_dnn", "mfcc_cnn")
+MODELS = COMPARED
 FIGURES = ("pca_mfcc.png", "pca_embedding.png", "per_word_precision_recall.png", "difference_vs_counts.png",
            "training_curves.png", "confusion_embedding_dnn.png", "confusion_mfcc_cnn.png")
 ACCURACIES = {1: {"embedding_dnn": 0.80, "mfcc_cnn": 0.70},
@@ -241,8 +242,6 @@ def test_workflow_summary_inside_the_active_parent_run(store, tmp_path):
 def test_a_second_run_never_overwrites_the_first_and_links_what_it_reused(store, tmp_path):
     """Issue 23 item 3: one results folder per main run, `latest` on the newest; a parent that reuses simulations
     of an earlier identical run names them (tag and summary/simulations.csv)."""
-    from spatial_ae.steps.summarize import SIMULATION_RUNS_TAG
-
     client, experiment_id, featurize_run_id, root = store
     first, key = make_parent(client, experiment_id, featurize_run_id, num_simulations=2)
     simulations = [make_simulation(client, experiment_id, first, key, index, root) for index in (1, 2)]

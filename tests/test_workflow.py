@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from spatial_ae.params import parse_step_params
-from spatial_ae.mlflow_io.registry import ACCURACY_TAG, SELECTION_TAG, CHAMPION, ENCODER_NAME, NEWEST
+from spatial_ae.params import arguments
+from spatial_ae.mlflow_io.registry import CHAMPION, ENCODER_NAME, NEWEST
+from spatial_ae.names import ACCURACY_TAG, SELECTION_TAG
 from spatial_ae.runs.workflow import main
 from tests.conftest import SMALL_CLIPS_PER_WORD
 from tests.test_featurize import mlflow_run
@@ -43,8 +44,8 @@ def test_two_simulations_in_two_worker_processes(sqlite_tracking, small_syntheti
     log at this process's level (here DEBUG: every epoch)."""
     caplog.set_level(logging.DEBUG, logger="spatial_ae")
     results = tmp_path / "results"
-    parent_id = main(**parse_step_params("main", TINY | {"results_path": str(results), "parallel_simulations": 2}))
-    assert len(re.findall(r"SpawnProcess-\d+ spatial_ae\.training: ae epoch 1/4 ", capfd.readouterr().err)) == 2
+    parent_id = main(**arguments("main", TINY | {"results_path": str(results), "parallel_simulations": 2}))
+    assert len(re.findall(r"SpawnProcess-\d+ spatial_ae\.method\.training: ae epoch 1/4 ", capfd.readouterr().err)) == 2
     client = MlflowClient()
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED"
@@ -89,7 +90,7 @@ def test_main_through_mlflow_run_against_a_tracking_server(server_tracking, smal
     assert result.returncode == 0, result.stderr[-4000:]
     output = result.stdout + result.stderr
     for done in (1, 2):
-        assert re.search(rf"spatial_ae.runs.workflow: simulation {done}/2 done, elapsed \d+:\d\d, ETA \d+:\d\d", output)
+        assert re.search(rf"spatial_ae.runs.parallel: simulation {done}/2 done, elapsed \d+:\d\d, ETA \d+:\d\d", output)
     assert " epoch 1/" not in output and "ae: " in output  # the workers log, but not every epoch
     for noise in ("Downloading artifacts", "cpu_feature_guard", "tf.function retracing"):
         assert noise not in output, noise

@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import scipy.fft
@@ -237,7 +237,7 @@ def _init_worker() -> None:
 
 def featurize_files(paths: Sequence[Path], relative_names: Sequence[str] | None = None,
                     workers: int | None = None, chunk_size: int = 256, progress: bool = True,
-                    keep_mel: np.ndarray | None = None, spark_master: str = "") -> FeatureTable:
+                    keep_mel: np.ndarray | None = None, map_chunks: Callable | None = None) -> FeatureTable:
     """MFCC (and mel) of WAV files, streamed in chunks over worker processes.
 
     Unusable files (AudioError) are skipped: ``ok`` is False for them and
@@ -245,8 +245,8 @@ def featurize_files(paths: Sequence[Path], relative_names: Sequence[str] | None 
     defaults to the CPU count (but in-process for fewer than 2000 files); 0 or 1
     runs in this process. ``keep_mel`` (bool, one per file) limits which mel rows
     are kept, see FeatureTable. Besides the output arrays, only a few chunks of
-    raw audio and features are in memory at once. ``spark_master``: the chunks are
-    tasks on that Spark cluster instead (same function; the results are collected).
+    raw audio and features are in memory at once. ``map_chunks(function, chunks)``:
+    runs the chunks elsewhere instead, in order (a Spark cluster's, runs.spark.Cluster.map_chunks).
     """
     paths = [str(path) for path in paths]
     names = list(relative_names) if relative_names is not None else paths
@@ -275,12 +275,10 @@ def featurize_files(paths: Sequence[Path], relative_names: Sequence[str] | None 
         bar.update(len(ok))
 
     with tqdm(total=len(paths), unit="clips", disable=not progress, desc="features") as bar:
-        if spark_master:  # executors run in other folders: absolute paths
-            from spatial_ae.runs.spark import map_chunks
-
+        if map_chunks is not None:  # executors run in other folders: absolute paths
             absolute = [os.path.abspath(path) for path in paths]
             chunks = [(absolute[start:start + chunk_size], keep[start:start + chunk_size]) for start in starts]
-            for start, result in zip(starts, map_chunks(spark_master, _featurize_chunk, chunks)):
+            for start, result in zip(starts, map_chunks(_featurize_chunk, chunks)):
                 store(start, result)
         elif workers <= 1:
             for start in starts:
@@ -303,27 +301,3 @@ def featurize_files(paths: Sequence[Path], relative_names: Sequence[str] | None 
                         store(pending.pop(future), future.result())
     table.errors = [(names[index], reason) for index, reason in sorted(failures)]
     return table
-
-
-def anchor(mel: np.ndarray) -> np.ndarray:
-    """Anchor point: the mean mel vector (4096,) float64."""
-    return np.mean(mel, axis=0, dtype=np.float64)  # float64 sums, without a float64 copy
-
-
-def cosine_positions(mel: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """Cosine distances of every mel row to the anchor(s), as scipy's cdist(..., "cosine").
-
-    One anchor (4096,) gives (n,), k anchors (k, 4096) give (n, k). Computed in
-    float64 over blocks of rows, so a large float32 mel table is never copied whole.
-    """
-    anchors = np.asarray(anchors, dtype=np.float64)
-    single = anchors.ndim == 1
-    anchors = np.atleast_2d(anchors)
-    anchor_norms = np.linalg.norm(anchors, axis=1)
-    distances = np.empty((len(mel), len(anchors)), dtype=np.float64)
-    for start in range(0, len(mel), 4096):
-        rows = np.asarray(mel[start:start + 4096], dtype=np.float64)
-        norms = np.linalg.norm(rows, axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):  # zero rows give NaN, like cdist
-            distances[start:start + len(rows)] = 1.0 - (rows @ anchors.T) / np.outer(norms, anchor_norms)
-    return distances[:, 0] if single else distances

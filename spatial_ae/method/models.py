@@ -1,10 +1,15 @@
-"""The networks of the paper: the spatial auto-encoder, the DNN probe on embeddings and the MFCC-CNN benchmark."""
+"""The networks of the paper: the spatial auto-encoder, the DNN probe on embeddings and the MFCC-CNN benchmark;
+and CATALOGUE, the classifiers the evaluate step trains and compares."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import keras
 from keras import layers
 
 from spatial_ae.data.features import MFCC_DIM
+from spatial_ae.names import EMBEDDING_DNN, MFCC_CNN, MFCC_DNN, MODEL_TITLES
 
 
 def build_autoencoder(embedding_dim: int = 75, with_position_head: bool = True, position_dim: int = 1,
@@ -61,3 +66,40 @@ def build_mfcc_cnn(num_classes: int, input_dim: int = MFCC_DIM) -> keras.Model:
     x = layers.Flatten(name="flatten")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="word")(x)
     return keras.Model(inputs, outputs, name="mfcc_cnn")
+
+
+EMBEDDINGS, MFCC = "embeddings", "mfcc"  # what a classifier reads: the encoder's embeddings, or the flattened MFCC
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One classifier the evaluate step trains on the labelled sample and tests on the test clips.
+
+    name: its name in spatial_ae.names (the prefix of its metrics), which also gives its title;
+    build: `build(input_dim=..., num_classes=...)`, an uncompiled Keras model; optimizer: a spatial_ae.method.training
+    optimizer name, a fresh one per training; inputs: EMBEDDINGS or MFCC; standardize: MFCC standardised with the
+    statistics of the training clips; epochs: the evaluate setting that bounds its training.
+    A model that does not read embeddings is a baseline: it does not depend on the encoder, so an evaluation with
+    the same labelled sample reuses it.
+    """
+    name: str
+    build: Callable[..., keras.Model]
+    optimizer: str
+    inputs: str
+    standardize: bool = False
+    epochs: str = "dnn_epochs"
+
+    @property
+    def title(self) -> str:
+        return MODEL_TITLES[self.name]
+
+    @property
+    def baseline(self) -> bool:
+        return self.inputs != EMBEDDINGS
+
+
+CATALOGUE = (  # in the order the evaluate step trains them and logs their tables
+    ModelSpec(EMBEDDING_DNN, build_dnn_probe, "Nadam", EMBEDDINGS),
+    ModelSpec(MFCC_CNN, build_mfcc_cnn, "Adamax", MFCC, epochs="cnn_epochs"),
+    ModelSpec(MFCC_DNN, build_dnn_probe, "Nadam", MFCC, standardize=True),
+)

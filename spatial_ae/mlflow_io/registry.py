@@ -19,13 +19,13 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import ColSpec, Schema, TensorSpec
 from mlflow.tracking import MlflowClient
 
+from spatial_ae.errors import UserError
+from spatial_ae.names import ACCURACY_TAG, CI_TAG, SELECTION_TAG
+
 log = logging.getLogger(__name__)
 
 ENCODER_NAME = os.environ.get("SPATIAL_AE_ENCODER_NAME", "spatial-ae-encoder")  # the registered model
 CHAMPION, NEWEST = "champion", "newest"
-ACCURACY_TAG = "downstream_accuracy"  # the embedding DNN's test accuracy: reported, never used to choose
-SELECTION_TAG = "validation_accuracy"  # its accuracy on the early-stopping clips: what `champion` is chosen on
-CI_TAG = "accuracy_ci95"  # mean and 95% CI of the embedding DNN's test accuracy over the simulations (summarize)
 INPUTS = ("Raw audio, one clip per row: a 2-D float array (clips x samples) or a list of 1-D arrays of 16 kHz samples "
           "in [-1, 1] (signed integers are read as PCM); or WAV paths (a list, or a DataFrame with a `path` column), "
           "read only under the folder SPATIAL_AE_AUDIO_ROOT names. Each clip is padded or cut to 1 s. MLflow's schemas "
@@ -206,3 +206,11 @@ def converge_alias(name: str, alias: str, choose, attempts: int = 10) -> str | N
         except mlflow.exceptions.MlflowException as error:  # another worker set it at the same moment
             log.debug("alias %s of %s: concurrent update (%s), re-reading", alias, name, error)
     return wanted
+
+
+def load(uri: str, loader, fix: str):
+    """`loader(uri)`, its MLflow errors turned into a UserError naming the URI and the `fix`."""
+    try:
+        return loader(uri)
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        raise UserError(f"cannot load {uri} ({str(error).splitlines()[0]}). Fix: {fix}") from None

@@ -22,13 +22,10 @@ from mlflow.tracking import MlflowClient
 
 from spatial_ae import lifecycle
 from spatial_ae.errors import UserError
+from spatial_ae.names import (DIGEST_TAG, INTERRUPTED_TAG, KEY_TAG, PROCESS_TAG, SIMULATION, SIMULATION_TAG, STEP_TAG,
+                              WORKFLOW_TAG)
 
 log = logging.getLogger(__name__)
-
-STEP_TAG = "spatial_ae.step"
-KEY_TAG = "spatial_ae.key"
-PROCESS_TAG = "spatial_ae.process"  # host:pid:start time of the process that ran the run
-INTERRUPTED_TAG = "spatial_ae.interrupted"  # "received signal N" on runs ended KILLED
 
 
 def check_tracking_server() -> None:
@@ -186,7 +183,6 @@ def claimed(key: str) -> Iterator[None]:
         yield
 
 
-DIGEST_TAG = "spatial_ae.sha256."  # + artifact folder: digest of the folder as logged (see folder_digest)
 CACHE_RUNS_VARIABLE = "SPATIAL_AE_ARTIFACT_CACHE_RUNS"  # how many runs' artifacts the local cache keeps
 CACHE_RUNS_DEFAULT = 8
 CACHE_IN_USE_SECONDS = 600  # folders used this recently are kept beyond the bound (a summary or another process)
@@ -325,3 +321,20 @@ def get_finished_run(run_id: str, step: str) -> mlflow.entities.Run:
     if run.info.status != "FINISHED":
         raise UserError(f"{step} run {run_id} is {run.info.status}, not FINISHED; run {step} again")
     return run
+
+
+def simulation_runs(parent_run_id: str) -> list[mlflow.entities.Run]:
+    """The finished simulation runs of a main run's configuration (its own and reused ones), one per index."""
+    parent = mlflow.get_run(parent_run_id)
+    key = parent.data.tags.get(WORKFLOW_TAG)
+    if key is None:
+        raise UserError(f"run {parent_run_id} is not a main run (it has no {WORKFLOW_TAG} tag)")
+    runs = MlflowClient().search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`{WORKFLOW_TAG}` = '{key}' and tags.`{STEP_TAG}` = '{SIMULATION}' "
+                      f"and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"], max_results=10000)
+    by_index = {}
+    for run in runs:
+        by_index[int(run.data.tags[SIMULATION_TAG])] = run  # newest wins
+    return [by_index[index] for index in sorted(by_index)]

@@ -1,11 +1,9 @@
-"""Simulations in worker processes, and TensorFlow's thread pools sized for the processes sharing the cores.
+"""Worker processes: set up as the process that starts them (store, experiment, log level, training path),
+TensorFlow's thread pools sized for the processes sharing the cores, stopped with their parent; and the progress
+and failure lines of the tasks they run.
 
-Each simulation is independent (its own seed, child run and encoder), so `main` can run several at once.
-They run in spawned worker processes, not threads: the MLflow active run and TensorFlow's thread pools are
-per process. The models are small: a batch-32 step of the auto-encoder cannot keep several cores busy, so
-on the 2-core development machine one intra-op thread and two inter-op threads per process trained an
-auto-encoder epoch ~1.5x faster than TensorFlow's default (one thread per core in each pool), and two
-processes overlap what one leaves idle: tracing, logging, model registration (see benchmarks/README.md).
+Spawned processes, not threads: the MLflow active run and TensorFlow's thread pools are per process, and the
+models are too small for one process to keep several cores busy (benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -20,6 +18,10 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from typing import Callable
+
+import mlflow
+
+from spatial_ae import lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +129,60 @@ def collect_as_done(pending: dict, on_result) -> None:
         done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
         for future in done:
             on_result(pending.pop(future), future)
+
+
+def worker_setup(processes: int) -> tuple:
+    """What `start_worker` needs to set a worker up as this process: store, experiment, training path, the
+    number of processes sharing the cores, log level."""
+    from spatial_ae.method import training
+
+    return (mlflow.get_tracking_uri(), mlflow.active_run().info.experiment_id, training.TRAINING_PATH, processes,
+            logging.getLogger("spatial_ae").getEffectiveLevel())
+
+
+def start_worker(tracking_uri: str, experiment_id: str, training_path: str, processes: int, log_level: int) -> None:
+    """Set up a worker process (or a Spark executor's Python) as `worker_setup` described its parent."""
+    from spatial_ae.method import training
+
+    die_with_parent()  # no orphan may take queued tasks after its parent was killed
+    os.environ.pop("MLFLOW_RUN_ID", None)  # the parent's run (under `mlflow run`) is not this process's run
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    lifecycle.configure_logging(log_level, lifecycle.LOG_FORMAT.replace("%(name)s", "%(processName)s %(name)s"))
+    # TensorFlow, imported while the root logger had no handler, gave its logger a handler of its own: without
+    # this its messages would come twice
+    logging.getLogger("tensorflow").handlers.clear()
+    lifecycle.enable_crash_reports()
+    training.TRAINING_PATH = training_path
+    configure_threads(processes)
+
+
+class Progress:
+    """Progress of many tasks, one log line per finished one in the process that runs them (workers log their
+    epochs at DEBUG only): "simulation 3/10 done (1 failed), elapsed 1:12, ETA 2:40"."""
+
+    def __init__(self, total: int, what: str = "simulation"):
+        self.total, self.what, self.done, self.failures = total, what, 0, 0
+        self.start = time.monotonic()
+
+    def finished(self, failures: int = 0) -> None:
+        self.done += 1
+        self.failures += failures
+        elapsed = time.monotonic() - self.start
+        failed = f" ({self.failures} failed)" if self.failures else ""
+        log.info("%s %d/%d done%s, elapsed %s, ETA %s", self.what, self.done, self.total, failed, _clock(elapsed),
+                 _clock(elapsed / self.done * (self.total - self.done)))
+
+
+def _clock(seconds: float) -> str:
+    """Seconds as m:ss, or h:mm:ss from an hour."""
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def failure_line(what: str, error: BaseException, hint: str = "") -> str:
+    """Log a failure with its traceback; returns it as one line for the run's summary."""
+    log.error("%s failed%s", what, hint, exc_info=error)
+    return f"{what}: {type(error).__name__}: {error}{hint}"

@@ -19,6 +19,7 @@ import socket
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
@@ -238,7 +239,7 @@ def close_lost_attempts(parent_run_ids: list[str], index: int, attempt: int) -> 
     attempt of this task left them (Spark runs one attempt at a time, speculation off)."""
     from mlflow.tracking import MlflowClient
 
-    from spatial_ae.runs.workflow import SIMULATION_TAG
+    from spatial_ae.names import SIMULATION_TAG
 
     client = MlflowClient()
     for parent_run_id in parent_run_ids:
@@ -252,37 +253,51 @@ def close_lost_attempts(parent_run_ids: list[str], index: int, attempt: int) -> 
             client.set_terminated(run.info.run_id, "FAILED")
 
 
-def map_chunks(master: str, function: Callable, chunks: list[tuple]) -> list:
-    """[function(*chunk) for chunk in chunks], one Spark task per chunk, in order (featurize's chunks)."""
-    context = session(master).sparkContext
-    context.setJobDescription(f"spatial_ae: {len(chunks)} chunks")
-    return context.parallelize(chunks, max(1, len(chunks))).map(lambda chunk: function(*chunk)).collect()
+@dataclass(frozen=True)
+class Cluster:
+    """The Spark cluster `master` that a step hands its parallel work to; checked when made, before any work."""
+    master: str
+
+    def __post_init__(self):
+        check(self.master)
+
+    def map_chunks(self, function: Callable, chunks: list[tuple]) -> list:
+        """[function(*chunk) for chunk in chunks], one Spark task per chunk, in order (featurize's chunks)."""
+        context = session(self.master).sparkContext
+        context.setJobDescription(f"spatial_ae: {len(chunks)} chunks")
+        return context.parallelize(chunks, max(1, len(chunks))).map(lambda chunk: function(*chunk)).collect()
+
+    def embed_files(self, encoder_uri: str, files: list[str], words: list[str] | None,
+                    output: str) -> list[tuple[str, str]]:
+        """The embed step on Spark: executors read the clips (mapInPandas, embed.read_clip) and embed them with
+        `mlflow.pyfunc.spark_udf` (EMBED_BATCH clips per call); Parquet written to `output`. Returns the skipped
+        clips (path, reason)."""
+        import mlflow.pyfunc
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        spark = session(self.master)
+        rows = list(zip(files, words or [None] * len(files)))
+        partitions = max(1, -(-len(rows) // EMBED_BATCH))
+        paths = spark.createDataFrame(spark.sparkContext.parallelize(rows, partitions), "path string, word string")
+        clips = paths.mapInPandas(_read_clips, "path string, word string, samples array<float>, error string")
+        encoder = mlflow.pyfunc.spark_udf(spark, encoder_uri, result_type="array<float>", env_manager="local")
+        result = (clips.withColumn("embedded", encoder("samples"))  # unreadable clips are zeros here, dropped below
+                  .select("path", "word", F.when(F.col("error").isNull(), F.col("embedded")).alias("embedding"),
+                          "error")
+                  .persist(StorageLevel.DISK_ONLY))  # computed once: written, then its errors collected
+        try:
+            columns = ["path", "embedding"] + (["word"] if words else [])
+            result.filter("error is null").select(*columns).write.parquet(output)
+            return [(row.path, row.error)
+                    for row in result.filter("error is not null").select("path", "error").collect()]
+        finally:
+            result.unpersist()
 
 
-def embed_files(master: str, encoder_uri: str, files: list[str], words: list[str] | None,
-                output: str) -> list[tuple[str, str]]:
-    """The embed step on Spark: executors read the clips (mapInPandas, embed.read_clip) and embed them with
-    `mlflow.pyfunc.spark_udf` (EMBED_BATCH clips per call); Parquet written to `output`. Returns the skipped
-    clips (path, reason)."""
-    import mlflow.pyfunc
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
-    spark = session(master)
-    rows = list(zip(files, words or [None] * len(files)))
-    partitions = max(1, -(-len(rows) // EMBED_BATCH))
-    paths = spark.createDataFrame(spark.sparkContext.parallelize(rows, partitions), "path string, word string")
-    clips = paths.mapInPandas(_read_clips, "path string, word string, samples array<float>, error string")
-    encoder = mlflow.pyfunc.spark_udf(spark, encoder_uri, result_type="array<float>", env_manager="local")
-    result = (clips.withColumn("embedded", encoder("samples"))  # unreadable clips are zeros here, dropped below
-              .select("path", "word", F.when(F.col("error").isNull(), F.col("embedded")).alias("embedding"), "error")
-              .persist(StorageLevel.DISK_ONLY))  # computed once: written, then its errors collected
-    try:
-        columns = ["path", "embedding"] + (["word"] if words else [])
-        result.filter("error is null").select(*columns).write.parquet(output)
-        return [(row.path, row.error) for row in result.filter("error is not null").select("path", "error").collect()]
-    finally:
-        result.unpersist()
+def cluster(master: str) -> Cluster | None:
+    """The cluster of a `spark_master` parameter; None (work here) for an empty one."""
+    return Cluster(master) if master else None
 
 
 def _read_clips(batches):

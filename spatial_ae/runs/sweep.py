@@ -13,44 +13,29 @@ against labelled clips per word with 95% t confidence bands over the simulations
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from spatial_ae.runs import parallel
-from spatial_ae.runs import spark
-from spatial_ae.mlflow_io import tracking
-from spatial_ae.steps.evaluate import EMBEDDING_DNN, MFCC_CNN, MFCC_DNN
-from spatial_ae.steps.featurize import featurize
-from spatial_ae.params import AE_MIN_EPOCHS
-from spatial_ae.steps.pretrain import check_anchors_of_run
 from spatial_ae.method.recipes import resolve_recipe
+from spatial_ae.errors import SimulationsFailed
+from spatial_ae.mlflow_io import tracking
+from spatial_ae.names import EMBEDDING_DNN, MODELS
+from spatial_ae.runs import parallel
+from spatial_ae.runs.simulations import (Cache, Outcome, Simulation, configuration_key,
+                                         run_groups)
+from spatial_ae.settings import EvaluateSettings, PretrainSettings, SweepSettings
+from spatial_ae.steps.featurize import featurize
+from spatial_ae.steps.pretrain import check_anchors_of_run
 from spatial_ae.steps.summarize import describe, run_results_folder
-from spatial_ae.runs.workflow import (Progress, SimulationsFailed, failure_line, feature_set_of, run_in_workers, run_simulation,
-                       workflow_key)
 
 log = logging.getLogger(__name__)
 
 SWEEP, CELL = "sweep", "sweep_cell"
-MODELS = (EMBEDDING_DNN, MFCC_DNN, MFCC_CNN)
 CSV_NAME, FIGURE_NAME = "sweep.csv", "label_efficiency.png"
-
-
-GRID_PARAMS = ("recipes", "position_loss_weights", "labelled_per_word")
-
-
-def parse_list(text, name: str) -> list:
-    """The grid parameter `name` (`a,b,c` or a list) as a checked list, by its declaration in params.py
-    (ParameterError, a one-line `error:`, for a bad item)."""
-    return _grid_spec(name).parse(text)
-
-
-def _grid_spec(name: str):
-    from spatial_ae.params import STEPS
-
-    return next(spec for spec in STEPS[SWEEP] if spec.name == name)
+COLUMNS = ["recipe", "weight", "labelled_per_word", "simulation", "model", "accuracy"]
 
 
 @dataclass(frozen=True)
@@ -59,8 +44,8 @@ class Cell:
     recipe: str
     weight: float
     labelled_per_word: int
-    pretrain_settings: dict
-    evaluate_settings: dict
+    pretrain: PretrainSettings
+    evaluate: EvaluateSettings
     key: str
 
     @property
@@ -71,42 +56,34 @@ class Cell:
     def coordinates(self) -> dict:
         return dict(recipe=self.recipe, weight=self.weight, labelled_per_word=self.labelled_per_word)
 
+    def params(self, seed: int) -> dict:
+        return self.pretrain.params() | self.evaluate.params() | {"seed": seed}
 
-def sweep(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_size: int,
-          synthetic_clips_per_word: int, seed: int, ae_epochs: int, patience: int,
-          optimizer: str, batch_size: int, dnn_epochs: int, cnn_epochs: int, recipes: list[str] | str,
-          position_loss_weights: list[float] | str, labelled_per_word: list[int] | str, num_simulations: int,
-          results_path: str, parallel_simulations: int = 0, include_unknown_silence: bool = False,
-          ae_min_epochs: int = AE_MIN_EPOCHS, spark_master: str = "", **recipe_options) -> str:
-    """Run the grid; returns the sweep's run id. Options given explicitly override every recipe's.
-    `parallel_simulations`: worker processes (0 = one per core); worker k runs simulation k of every cell.
-    `spark_master`: featurize and the simulations run on that Spark cluster, task k = simulation k of every cell."""
-    params = {name: value for name, value in locals().items() if name != "recipe_options"} | recipe_options
-    overrides = recipe_options
-    grid = tuple(parse_list(params[name], name) for name in GRID_PARAMS)
-    params.update({name: _grid_spec(name).text(values) for name, values in zip(GRID_PARAMS, grid)})  # logged as given
-    settings = dict(ae_epochs=ae_epochs, ae_min_epochs=ae_min_epochs, patience=patience,
-                    optimizer=optimizer, batch_size=batch_size, dnn_epochs=dnn_epochs, cnn_epochs=cnn_epochs, lbl_trai_size=lbl_trai_size)
-    processes = parallel.simulation_processes(parallel_simulations, num_simulations)
+    def simulation(self, featurize_run_id: str, index: int, seed: int, parent_run_id: str) -> Simulation:
+        return Simulation(featurize_run_id, self.pretrain, self.evaluate, self.key, index, seed + index - 1,
+                          parent_run_id, label=f"{self.name} simulation {index}")
+
+
+def sweep(settings: SweepSettings, cluster=None) -> str:
+    """Run the grid; returns the sweep's run id. `cluster` (runs.spark.Cluster): featurize and the simulations
+    run there, task k = simulation k of every cell; else worker k (or this process) does."""
+    master = "" if cluster is None else cluster.master
+    processes = parallel.simulation_processes(settings.parallel_simulations, settings.num_simulations)
     tracking.check_tracking_server()
-    spark.check(spark_master)
-    with tracking.step_run(SWEEP, params, run_name="sweep") as parent:
-        featurize_run_id = featurize(dataset, unlabeled_set_size, lbl_trai_size, lbl_test_size,
-                                     synthetic_clips_per_word, seed, include_unknown_silence, spark_master)
+    with tracking.step_run(SWEEP, settings.params() | {"spark_master": master}, run_name="sweep") as parent:
+        featurize_run_id = featurize(settings.featurize, cluster)
         mlflow.set_tag("featurize_run_id", featurize_run_id)
-        cells = grid_cells(featurize_run_id, grid, settings, overrides, seed)
-        check_anchors_of_run(featurize_run_id, [cell.pretrain_settings for cell in cells])  # before any training
-        if processes > 1 or spark_master:
-            rows, failed = _run_in_workers(parent.info.run_id, featurize_run_id, cells, num_simulations, seed,
-                                           processes, spark_master)
+        cells = grid_cells(featurize_run_id, settings)
+        check_anchors_of_run(featurize_run_id, [cell.pretrain.recipe for cell in cells])  # before any training
+        if processes > 1 or master:
+            rows, failed = _run_in_workers(parent.info.run_id, featurize_run_id, cells, settings, processes, master)
         else:
-            rows, failed = _run_here(featurize_run_id, cells, num_simulations, seed)
+            rows, failed = _run_here(featurize_run_id, cells, settings)
         if not rows:
             raise SimulationsFailed("no simulation of the sweep finished: " + "; ".join(failed))
-        table = (pd.DataFrame(rows, columns=["recipe", "weight", "labelled_per_word", "simulation", "model",
-                                             "accuracy"])
+        table = (pd.DataFrame(rows, columns=COLUMNS)
                  .sort_values(["recipe", "weight", "labelled_per_word", "simulation"], kind="stable"))
-        folder = run_results_folder(results_path, mlflow.get_run(parent.info.run_id))
+        folder = run_results_folder(settings.results_path, mlflow.get_run(parent.info.run_id))
         table.to_csv(folder / CSV_NAME, index=False)
         from spatial_ae.steps.plots import save_png
 
@@ -119,27 +96,32 @@ def sweep(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_si
         return parent.info.run_id
 
 
-def grid_cells(featurize_run_id: str, grid: tuple[list, list, list], settings: dict, overrides: dict,
-               seed: int) -> list[Cell]:
+def grid_cells(featurize_run_id: str, settings: SweepSettings) -> list[Cell]:
     """The cells of recipe x weight x labelled clips per word, with the settings of their simulations."""
     cells = []
-    for recipe in grid[0]:
-        for weight in grid[1]:
-            options = resolve_recipe(recipe, position_loss_weight=weight, **overrides)
-            pretrain_settings = {name: settings[name] for name in
-                                 ("ae_epochs", "ae_min_epochs", "patience", "optimizer",
-                                  "batch_size")} | options
-            for per_word in grid[2]:
-                evaluate_settings = {name: settings[name] for name in
-                                     ("dnn_epochs", "cnn_epochs", "patience", "lbl_trai_size")}
-                evaluate_settings["labelled_per_word"] = per_word
-                key = workflow_key(featurize_run_id, pretrain_settings | evaluate_settings | {"seed": seed})
-                cells.append(Cell(recipe, weight, per_word, pretrain_settings, evaluate_settings, key))
+    for recipe in settings.recipes:
+        for weight in settings.position_loss_weights:
+            pretrain = replace(settings.pretrain, recipe=resolve_recipe(
+                recipe, **(dict(settings.given) | {"position_loss_weight": weight})))
+            for per_word in settings.labelled_per_word:
+                evaluate = replace(settings.evaluate, labelled_per_word=per_word)
+                key = configuration_key(featurize_run_id, pretrain.params() | evaluate.params()
+                                        | {"seed": settings.featurize.seed})
+                cells.append(Cell(recipe, weight, per_word, pretrain, evaluate, key))
     return cells
 
 
-def _cell_params(cell: Cell, seed: int) -> dict:
-    return cell.pretrain_settings | cell.evaluate_settings | {"seed": seed}
+def _rows(cells: list[Cell], outcomes: list[Outcome]) -> tuple[list[dict], list[str]]:
+    """The accuracy rows of the finished simulations (read from their runs) and the failures."""
+    by_key = {cell.key: cell for cell in cells}
+    client = MlflowClient()
+    rows = []
+    for outcome in outcomes:
+        if outcome.run_id is not None:
+            metrics = client.get_run(outcome.run_id).data.metrics
+            rows += [{**by_key[outcome.simulation.key].coordinates, "simulation": outcome.simulation.index,
+                      "model": model, "accuracy": metrics[f"{model}_accuracy"]} for model in MODELS]
+    return rows, [outcome.failure for outcome in outcomes if outcome.failure is not None]
 
 
 def _cell_means(rows: list[dict]) -> dict[str, float]:
@@ -149,62 +131,39 @@ def _cell_means(rows: list[dict]) -> dict[str, float]:
     return {f"mean_{model}_accuracy": group.mean() for model, group in table.groupby("model")["accuracy"]}
 
 
-def _cell_simulation(feature_set, featurize_run_id: str, cell: Cell, index: int, seed: int, cache: dict,
-                     parent_run_id: str | None = None) -> tuple[list[dict], list[str]]:
-    """Simulation `index` of a cell (a child run of the cell's run); returns its accuracy rows, or its failure.
-    `cache` keeps the encoders and MFCC baselines of this simulation's seed across cells."""
-    try:
-        run_id = run_simulation(feature_set, featurize_run_id, cell.key, index, seed + index - 1,
-                                cell.pretrain_settings, cell.evaluate_settings, cache, parent_run_id=parent_run_id)
-    except Exception as error:  # noqa: BLE001 - keep the other simulations
-        return [], [failure_line(f"{cell.name} simulation {index}", error)]
-    metrics = MlflowClient().get_run(run_id).data.metrics
-    return [{**cell.coordinates, "simulation": index, "model": model, "accuracy": metrics[f"{model}_accuracy"]}
-            for model in MODELS], []
-
-
-def _run_here(featurize_run_id: str, cells: list[Cell], num_simulations: int, seed: int):
-    """Every cell one after the other in this process, each a child run holding its simulations."""
+def _run_here(featurize_run_id: str, cells: list[Cell], settings: SweepSettings):
+    """Every cell one after the other in this process, each a child run holding its simulations; one cache, so
+    that an encoder or a baseline is trained once for all the cells that share it."""
     parallel.configure_threads(1)
-    feature_set = feature_set_of(featurize_run_id)
-    cache: dict = {}  # one pretraining per (recipe, weight, simulation); MFCC baselines once per sample
+    cache = Cache()
     rows, failed = [], []
-    progress = Progress(len(cells) * num_simulations, "cell simulation")
+    progress = parallel.Progress(len(cells) * settings.num_simulations, "cell simulation")
     for cell in cells:
-        with tracking.step_run(CELL, _cell_params(cell, seed), run_name=cell.name, key=cell.key):
-            cell_rows = []
-            for index in range(1, num_simulations + 1):
-                new_rows, failures = _cell_simulation(feature_set, featurize_run_id, cell, index, seed, cache)
-                cell_rows += new_rows
-                failed += failures
-                progress.finished(failures=len(failures))
+        seed = settings.featurize.seed
+        with tracking.step_run(CELL, cell.params(seed), run_name=cell.name, key=cell.key) as run:
+            groups = {index: [cell.simulation(featurize_run_id, index, seed, run.info.run_id)]
+                      for index in range(1, settings.num_simulations + 1)}
+            cell_rows, cell_failed = _rows(cells, run_groups(groups, 1, progress=progress, cache=cache))
             mlflow.log_metrics(_cell_means(cell_rows))
         rows += cell_rows
+        failed += cell_failed
     return rows, failed
 
 
-def _run_in_workers(sweep_run_id: str, featurize_run_id: str, cells: list[Cell], num_simulations: int, seed: int,
-                    processes: int, spark_master: str = ""):
-    """The cells' runs opened here; worker k runs simulation k of every cell (so it reuses its encoders and
-    baselines across cells), nested under the cells' runs, which close when all workers are done."""
+def _run_in_workers(sweep_run_id: str, featurize_run_id: str, cells: list[Cell], settings: SweepSettings,
+                    processes: int, master: str = ""):
+    """The cells' runs opened here; worker (or Spark task) k runs simulation k of every cell (so it reuses its
+    encoders and baselines across cells), nested under the cells' runs, which close when all are done."""
     client = MlflowClient()
-    cell_runs = {cell.name: tracking.start_child_run(sweep_run_id, CELL, _cell_params(cell, seed), cell.name,
-                                                     cell.key) for cell in cells}
-    rows, failed = [], []
-
-    def collect(index: int, result: tuple[list[dict], list[str]]) -> int:
-        rows.extend(result[0])
-        failed.extend(result[1])
-        return len(result[1])
-
-    log.info("running simulations 1-%d of %d cells %s", num_simulations, len(cells),
-             f"on Spark {spark_master}" if spark_master else f"in {processes} worker processes")
-    tasks = {index: (featurize_run_id, cells, cell_runs, index, seed) for index in range(1, num_simulations + 1)}
+    seed = settings.featurize.seed
+    cell_runs = {cell.name: tracking.start_child_run(sweep_run_id, CELL, cell.params(seed), cell.name, cell.key)
+                 for cell in cells}
+    groups = {index: [cell.simulation(featurize_run_id, index, seed, cell_runs[cell.name]) for cell in cells]
+              for index in range(1, settings.num_simulations + 1)}
     status = "FAILED"
     try:
-        failed += run_in_workers(tasks, _simulations_in_worker, processes, list(cell_runs.values()),
-                                 Progress(num_simulations, f"simulation (of all {len(cells)} cells)"), collect,
-                                 spark_master=spark_master)
+        progress = parallel.Progress(settings.num_simulations, f"simulation (of all {len(cells)} cells)")
+        rows, failed = _rows(cells, run_groups(groups, processes, master, progress))
         for cell in cells:
             cell_rows = [row for row in rows if {name: row[name] for name in cell.coordinates} == cell.coordinates]
             for name, value in _cell_means(cell_rows).items():
@@ -216,20 +175,6 @@ def _run_in_workers(sweep_run_id: str, featurize_run_id: str, cells: list[Cell],
     finally:
         for run_id in cell_runs.values():
             client.set_terminated(run_id, status)
-    return rows, failed
-
-
-def _simulations_in_worker(featurize_run_id: str, cells: list[Cell], cell_runs: dict[str, str], index: int,
-                           seed: int) -> tuple[list[dict], list[str]]:
-    """Simulation `index` of every cell, in a worker process."""
-    feature_set = feature_set_of(featurize_run_id)
-    cache: dict = {}
-    rows, failed = [], []
-    for cell in cells:
-        new_rows, failures = _cell_simulation(feature_set, featurize_run_id, cell, index, seed, cache,
-                                              parent_run_id=cell_runs[cell.name])
-        rows += new_rows
-        failed += failures
     return rows, failed
 
 

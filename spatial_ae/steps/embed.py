@@ -63,25 +63,25 @@ def read_clip(path: str) -> np.ndarray:
     return clip
 
 
-def embed(encoder_uri: str, corpus: str, output_path: str, spark_master: str = "") -> str:
-    """Embed every readable clip of `corpus` with the encoder, write Parquet to `output_path` (returned)."""
+def embed(encoder_uri: str, corpus: str, output_path: str, cluster=None) -> str:
+    """Embed every readable clip of `corpus` with the encoder, write Parquet to `output_path` (returned).
+    `cluster` (runs.spark.Cluster): its executors read and embed the clips."""
     import mlflow
 
-    from spatial_ae.runs import spark
-    from spatial_ae.steps.kws import _load
+    from spatial_ae.mlflow_io import registry
 
-    params = dict(encoder_uri=encoder_uri, corpus=corpus, output_path=output_path, spark_master=spark_master)
+    params = dict(encoder_uri=encoder_uri, corpus=corpus, output_path=output_path,
+                  spark_master="" if cluster is None else cluster.master)
     tracking.check_tracking_server()
     check_embed_paths(corpus, output_path)
-    spark.check(spark_master)
     files, words = corpus_files(corpus)
     output = output_path if "://" in output_path else str(Path(output_path).expanduser().absolute())
     fix = "pass -P encoder_uri=models:/spatial-ae-encoder/N of a registered encoder (run main or pretrain first)"
-    model = _load(encoder_uri, mlflow.models.get_model_info if spark_master else mlflow.pyfunc.load_model, fix)
+    model = registry.load(encoder_uri, mlflow.pyfunc.load_model if cluster is None else mlflow.models.get_model_info, fix)
     with tracking.step_run("embed", params, run_name="embed"):
         started = time.monotonic()
-        skipped = (spark.embed_files(spark_master, encoder_uri, files, words, output) if spark_master
-                   else _embed_here(model, files, words, output))
+        skipped = (_embed_here(model, files, words, output) if cluster is None
+                   else cluster.embed_files(encoder_uri, files, words, output))
         seconds = time.monotonic() - started
         embedded = len(files) - len(skipped)
         mlflow.log_metrics({"embedded_clips": embedded, "skipped_clips": len(skipped), "embed_seconds": seconds,

@@ -22,33 +22,27 @@ from spatial_ae.method import training
 from spatial_ae.data.corpus import TEST, TRAIN
 from spatial_ae.steps.featurize import FeatureSet, load_feature_set
 from spatial_ae.method.metrics import ClassificationReport, classification_report
-from spatial_ae.method.models import build_dnn_probe, build_mfcc_cnn
+from spatial_ae.method.models import CATALOGUE, EMBEDDINGS, MFCC, ModelSpec
+from spatial_ae.names import EMBEDDING_DNN, EVALUATION_DIR, MFCC_CNN, MODEL_TITLES
 from spatial_ae.steps.plots import confusion_figure
-from spatial_ae.method.recipes import standardized_mfcc
+from spatial_ae.method.positions import standardized_mfcc
 from spatial_ae.method.training import fit, seed_everything
+from spatial_ae.settings import EvaluateSettings
 
 log = logging.getLogger(__name__)
 
 CLASSIFIER_BATCH_SIZE = 32
-EMBEDDING_DNN, MFCC_CNN, MFCC_DNN = "embedding_dnn", "mfcc_cnn", "mfcc_dnn"
-MODEL_TITLES = {EMBEDDING_DNN: "encoder embeddings + DNN", MFCC_CNN: "MFCC + CNN (benchmark)",
-                MFCC_DNN: "standardised MFCC + DNN"}
 
 
-def evaluate(featurize_run_id: str, encoder_uri: str, dnn_epochs: int, cnn_epochs: int, patience: int,
-             lbl_trai_size: int, seed: int, labelled_per_word: int = 0) -> dict[str, float]:
+def evaluate(featurize_run_id: str, encoder_uri: str, settings: EvaluateSettings, seed: int) -> dict[str, float]:
     """Run the evaluate step; returns the summary metrics of the models."""
-    params = dict(featurize_run_id=featurize_run_id, encoder_uri=encoder_uri, dnn_epochs=dnn_epochs,
-                  cnn_epochs=cnn_epochs, patience=patience, lbl_trai_size=lbl_trai_size, seed=seed,
-                  labelled_per_word=labelled_per_word)
+    params = {"featurize_run_id": featurize_run_id, "encoder_uri": encoder_uri} | settings.params() | {"seed": seed}
     tracking.check_tracking_server()
-    from spatial_ae.steps.kws import _load  # the same one-line error as the kws step's (kws imports this module)
-
-    encoder = _load(encoder_uri, load_keras_encoder,
-                    "pass -P encoder_uri=models:/spatial-ae-encoder/N of a registered encoder (run pretrain first)")
+    encoder = registry.load(encoder_uri, load_keras_encoder,
+                            "pass -P encoder_uri=models:/spatial-ae-encoder/N of a registered encoder (run pretrain first)")
     feature_set = load_feature_set(featurize_run_id)
     with tracking.step_run("evaluate", params, run_name=f"evaluate-seed{seed}"):
-        return evaluate_encoder(feature_set, **params, encoder=encoder)
+        return evaluate_encoder(feature_set, encoder_uri, settings, seed, encoder=encoder)
 
 
 def load_keras_encoder(encoder_uri: str) -> keras.Model:
@@ -80,16 +74,14 @@ def labelled_sample(feature_set: FeatureSet, lbl_trai_size: int, seed: int,
     return np.concatenate(train), np.concatenate(stop)
 
 
-def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri: str, dnn_epochs: int,
-                     cnn_epochs: int, patience: int, lbl_trai_size: int, seed: int,
-                     labelled_per_word: int = 0, baselines: dict | None = None,
-                     encoder: keras.Model | None = None) -> dict[str, float]:
-    """Train and test the three classifiers in the active run; log metrics, tables and figures.
+def evaluate_encoder(feature_set: FeatureSet, encoder_uri: str, settings: EvaluateSettings, seed: int,
+                     baselines: dict | None = None, encoder: keras.Model | None = None) -> dict[str, float]:
+    """Train and test the classifiers of CATALOGUE in the active run; log metrics, tables and figures.
 
-    `baselines` (optional) keeps the MFCC models' reports by sample settings: an evaluation with the same seed
-    and labelled sample reuses them instead of retraining (they do not depend on the encoder).
+    `baselines` (optional) keeps the baseline (MFCC) models' reports by sample settings: an evaluation with the same
+    seed and labelled sample reuses them instead of retraining (they do not depend on the encoder).
     """
-    train, stop = labelled_sample(feature_set, lbl_trai_size, seed, labelled_per_word)
+    train, stop = labelled_sample(feature_set, settings.lbl_trai_size, seed, settings.labelled_per_word)
     test = feature_set.indices(TEST)
     if len(train) == 0 or len(stop) == 0:
         raise ValueError(f"the labelled pool has {len(feature_set.indices(TRAIN))} clips: too few to train and early-stop")
@@ -99,28 +91,25 @@ def evaluate_encoder(feature_set: FeatureSet, featurize_run_id: str, encoder_uri
     num_classes = len(feature_set.words)
     labels = feature_set.labels
 
-    reports = {}
-    seed_everything(seed)
-    dnn = build_dnn_probe(embeddings.shape[1], num_classes)
-    reports[EMBEDDING_DNN] = train_and_test(dnn, training.optimizer("Nadam"), embeddings, labels, train, stop, test,
-                                            dnn_epochs, patience, feature_set.words, EMBEDDING_DNN)
-    baseline_key = ("baselines", seed, lbl_trai_size, labelled_per_word, dnn_epochs, cnn_epochs, patience)
+    inputs = {EMBEDDINGS: embeddings, MFCC: feature_set.mfcc}
+    epochs = {"dnn_epochs": settings.dnn_epochs, "cnn_epochs": settings.cnn_epochs}
+
+    def train_model(spec: ModelSpec) -> ClassificationReport:
+        seed_everything(seed)
+        model = spec.build(input_dim=inputs[spec.inputs].shape[1], num_classes=num_classes)
+        optimizer = training.optimizer(spec.optimizer)
+        x = standardized_mfcc(inputs[spec.inputs], train) if spec.standardize else inputs[spec.inputs]
+        return train_and_test(model, optimizer, x, labels, train, stop, test, epochs[spec.epochs], settings.patience,
+                              feature_set.words, spec.name)
+
+    own = {spec.name: train_model(spec) for spec in CATALOGUE if not spec.baseline}
+    baseline_key = (seed, settings)  # the MFCC models depend on the labelled sample and the training settings
     if baselines is not None and baseline_key in baselines:
         mlflow.set_tag("baselines_reused", "true")
     else:
-        found = {}
-        seed_everything(seed)
-        cnn = build_mfcc_cnn(num_classes)
-        found[MFCC_CNN] = train_and_test(cnn, training.optimizer("Adamax"), feature_set.mfcc, labels, train, stop, test,
-                                         cnn_epochs, patience, feature_set.words, MFCC_CNN)
-        seed_everything(seed)
-        mfcc_dnn = build_dnn_probe(feature_set.mfcc.shape[1], num_classes)
-        found[MFCC_DNN] = train_and_test(mfcc_dnn, training.optimizer("Nadam"),
-                                         standardized_mfcc(feature_set.mfcc, train), labels, train, stop, test,
-                                         dnn_epochs, patience, feature_set.words, MFCC_DNN)
         baselines = {} if baselines is None else baselines
-        baselines[baseline_key] = found
-    reports |= baselines[baseline_key]
+        baselines[baseline_key] = {spec.name: train_model(spec) for spec in CATALOGUE if spec.baseline}
+    reports = {spec.name: (baselines[baseline_key] if spec.baseline else own)[spec.name] for spec in CATALOGUE}
     summary = {}
     for model, report in reports.items():
         summary |= report.summary_metrics(model)
@@ -147,7 +136,7 @@ def train_and_test(model: keras.Model, optimizer, inputs: np.ndarray, labels: np
 
 def _log_tables(reports: dict[str, ClassificationReport], feature_set: FeatureSet, embeddings: np.ndarray) -> None:
     per_class = pd.concat([report.per_class_table(model) for model, report in reports.items()], ignore_index=True)
-    mlflow.log_table(per_class, "evaluation/per_class_metrics.json")
+    mlflow.log_table(per_class, f"{EVALUATION_DIR}/per_class_metrics.json")
     words = np.asarray(feature_set.words)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -159,10 +148,10 @@ def _log_tables(reports: dict[str, ClassificationReport], feature_set: FeatureSe
         for name, vectors in (("mfcc", feature_set.mfcc), ("embedding", embeddings)):
             frame = pd.DataFrame(vectors[test]).groupby(words[feature_set.labels[test]]).mean()
             frame.rename_axis("word").to_csv(folder / f"mean_{name}_per_word.csv")
-        mlflow.log_artifacts(str(folder), "evaluation")
+        mlflow.log_artifacts(str(folder), EVALUATION_DIR)
     for model, report in reports.items():
         figure = confusion_figure(report.confusion, feature_set.words, f"{MODEL_TITLES[model]}: accuracy {report.accuracy:.3f}")
-        mlflow.log_figure(figure, f"evaluation/confusion_{model}.png")
+        mlflow.log_figure(figure, f"{EVALUATION_DIR}/confusion_{model}.png")
         import matplotlib.pyplot as plt
 
         plt.close(figure)

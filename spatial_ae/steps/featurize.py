@@ -1,4 +1,4 @@
-"""The featurize step: pick the paper's clips from a corpus, compute MFCC, mel, anchor and positions, log them.
+"""The featurize step: pick the paper's clips from a corpus, compute their MFCC and the unlabelled clips' mel, log them.
 
 Its output, the artifact folder `features/` of the run, is what later steps read (`load_feature_set`).
 """
@@ -20,6 +20,7 @@ from spatial_ae.mlflow_io import tracking
 from spatial_ae.data.corpus import SPLITS, TEST, TRAIN, UNLABELLED, Clip, Corpus, open_corpus
 from spatial_ae.errors import UserError
 from spatial_ae.method.metrics import check_word_metric_names
+from spatial_ae.settings import FeaturizeSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class FeatureSet:
 
     mfcc: (n, 640) float32, flattened 20 x 32 MFCC; labels: (n,) index into `words`; splits: (n,) split names;
     paths: (n,) clip paths relative to the corpus root; unlabelled_mel: (u, 4096) power mel of the unlabelled
-    clips, in their order; anchor: (4096,) mean unlabelled mel; positions: (u,) cosine distance to the anchor.
+    clips, in their order (the pretrain step computes the position targets from it, per recipe).
     """
 
     words: tuple[str, ...]
@@ -42,15 +43,13 @@ class FeatureSet:
     splits: np.ndarray
     paths: np.ndarray
     unlabelled_mel: np.ndarray
-    anchor: np.ndarray
-    positions: np.ndarray
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.splits == split)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        for name in ("mfcc", "labels", "unlabelled_mel", "anchor", "positions"):
+        for name in ("mfcc", "labels", "unlabelled_mel"):
             np.save(folder / f"{name}.npy", getattr(self, name))
         pd.DataFrame({"path": self.paths, "word": np.asarray(self.words)[self.labels], "split": self.splits,
                       "label": self.labels}).to_csv(folder / "clips.csv", index=False)
@@ -59,7 +58,7 @@ class FeatureSet:
     @classmethod
     def load(cls, folder: Path) -> "FeatureSet":
         clips = pd.read_csv(folder / "clips.csv", keep_default_na=False)
-        arrays = {name: np.load(folder / f"{name}.npy") for name in ("mfcc", "labels", "unlabelled_mel", "anchor", "positions")}
+        arrays = {name: np.load(folder / f"{name}.npy") for name in ("mfcc", "labels", "unlabelled_mel")}
         words = tuple(json.loads((folder / "words.json").read_text())["words"])
         return cls(words=words, splits=clips["split"].to_numpy(str), paths=clips["path"].to_numpy(str), **arrays)
 
@@ -102,20 +101,14 @@ def reuse_key(params: dict, corpus: Corpus) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:20]
 
 
-def featurize(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_size: int,
-              synthetic_clips_per_word: int, seed: int, include_unknown_silence: bool = False,
-              spark_master: str = "") -> str:
+def featurize(settings: FeaturizeSettings, cluster=None) -> str:
     """Run (or reuse) the featurize step; returns the id of the featurize run holding the features.
-    `spark_master`: read and featurize the clips on that Spark cluster (same features; not part of the reuse key)."""
-    from spatial_ae.runs import spark
-
+    `cluster` (runs.spark.Cluster): read and featurize the clips there (same features; not part of the reuse key)."""
     tracking.check_tracking_server()
-    spark.check(spark_master)
-    params = dict(dataset=dataset, unlabeled_set_size=unlabeled_set_size, lbl_trai_size=lbl_trai_size,
-                  lbl_test_size=lbl_test_size, synthetic_clips_per_word=synthetic_clips_per_word, seed=seed,
-                  include_unknown_silence=include_unknown_silence)
-    corpus = open_corpus(dataset, synthetic_clips_per_word=synthetic_clips_per_word, seed=seed,
-                         include_unknown_silence=include_unknown_silence)
+    params = settings.params()
+    dataset, seed = settings.dataset, settings.seed
+    corpus = open_corpus(dataset, synthetic_clips_per_word=settings.synthetic_clips_per_word, seed=seed,
+                         include_unknown_silence=settings.include_unknown_silence)
     check_word_metric_names(corpus.words, str(corpus.root))  # before any work: metric names are made per word
     key = reuse_key(params, corpus)
     with tracking.claimed(f"featurize-{key}"):  # an identical featurize at once waits, then reuses this one
@@ -128,23 +121,25 @@ def featurize(dataset: str, unlabeled_set_size: int, lbl_trai_size: int, lbl_tes
             _note_reuse_in_project_run(params, previous.info.run_id)
             return previous.info.run_id
 
-        clips, selection_warnings = select_clips(corpus, unlabeled_set_size, lbl_trai_size, lbl_test_size, seed)
+        clips, selection_warnings = select_clips(corpus, settings.unlabeled_set_size, settings.lbl_trai_size,
+                                                 settings.lbl_test_size, seed)
         with tracking.step_run("featurize", params, run_name="featurize", key=key,
                                tags={"dataset": corpus.name, "corpus_fingerprint": corpus.fingerprint()}) as run:
             for message in corpus.warnings + selection_warnings:
                 log.warning(message)
-            if spark_master:
-                mlflow.set_tag("spark_master", spark_master)
-            feature_set, skipped = _compute(corpus, clips, spark_master)
+            if cluster is not None:
+                mlflow.set_tag("spark_master", cluster.master)
+            feature_set, skipped = _compute(corpus, clips, cluster)
             _log_feature_set(corpus, feature_set, skipped, corpus.warnings + selection_warnings)
             log.info("featurize: run %s logged %d clips", run.info.run_id, len(feature_set.labels))
             return run.info.run_id
 
 
-def _compute(corpus: Corpus, clips: list[Clip], spark_master: str = "") -> tuple[FeatureSet, list[tuple[str, str]]]:
+def _compute(corpus: Corpus, clips: list[Clip], cluster=None) -> tuple[FeatureSet, list[tuple[str, str]]]:
     is_unlabelled = np.array([clip.split == UNLABELLED for clip in clips])
     table = features.featurize_files([clip.file for clip in clips], [clip.path for clip in clips],
-                                     keep_mel=is_unlabelled, spark_master=spark_master)
+                                     keep_mel=is_unlabelled,
+                                     map_chunks=None if cluster is None else cluster.map_chunks)
     ok, skipped = _drop_non_finite(clips, table, is_unlabelled)
     for _, reason in skipped[:20]:
         log.warning("skipped %s", reason)
@@ -155,7 +150,6 @@ def _compute(corpus: Corpus, clips: list[Clip], spark_master: str = "") -> tuple
     if len(unlabelled_mel) == 0:
         raise UserError(f"no unlabelled clip of {corpus.root} could be read ({len(skipped)} skipped, e.g. "
                         f"{skipped[0][1] if skipped else 'none'}); see the skipped clips above")
-    anchor = features.anchor(unlabelled_mel)
     word_index = {word: i for i, word in enumerate(corpus.words)}
     kept = [clip for clip, usable in zip(clips, ok) if usable]
     feature_set = FeatureSet(
@@ -165,8 +159,6 @@ def _compute(corpus: Corpus, clips: list[Clip], spark_master: str = "") -> tuple
         splits=np.array([clip.split for clip in kept]),
         paths=np.array([clip.path for clip in kept]),
         unlabelled_mel=unlabelled_mel.astype(np.float32),
-        anchor=anchor,
-        positions=features.cosine_positions(unlabelled_mel, anchor).astype(np.float32),
     )
     return feature_set, skipped
 

@@ -30,11 +30,11 @@ from spatial_ae.steps.evaluate import train_and_test, load_keras_encoder
 from spatial_ae.data.features import featurize_files
 from spatial_ae.method.models import build_dnn_probe
 from spatial_ae.method.training import seed_everything
+from spatial_ae.names import KWS as PREFIX
 
 log = logging.getLogger(__name__)
 
 KWS_NAME = os.environ.get("SPATIAL_AE_KWS_NAME", "spatial-ae-kws")  # the registered keyword spotter
-PREFIX = "kws"
 STOP_FRACTION, TEST_FRACTION = 0.15, 0.15  # of each word's clips, for a folder without split lists
 PREDICT_BATCH = 256
 
@@ -114,21 +114,13 @@ def stratified_split(labels: np.ndarray, words: tuple[str, ...],
     return tuple(np.sort(np.concatenate(part)) for part in (train, stop, test))
 
 
-def _load(uri: str, loader, fix: str):
-    """`loader(uri)`, its MLflow errors turned into a UserError naming the URI and the fix."""
-    try:
-        return loader(uri)
-    except (mlflow.exceptions.MlflowException, OSError) as error:
-        raise UserError(f"cannot load {uri} ({str(error).splitlines()[0]}). Fix: {fix}") from None
-
-
 def train_keyword_spotter(encoder_uri: str, data_dir: str, dnn_epochs: int = 500, patience: int = 5,
                           seed: int = 0) -> str:
     """Train the DNN probe on the encoder's embeddings of a labelled folder, log its test metrics and register it
     as `spatial-ae-kws` (aliases `newest`, and `champion` for the best test accuracy); returns its URI."""
     params = dict(encoder_uri=encoder_uri, data_dir=data_dir, dnn_epochs=dnn_epochs, patience=patience, seed=seed)
     tracking.check_tracking_server()
-    encoder = _load(encoder_uri, load_keras_encoder,
+    encoder = registry.load(encoder_uri, load_keras_encoder,
                     "pass -P encoder_uri=models:/spatial-ae-encoder/N of a registered encoder (run pretrain first)")
     data = load_labelled_set(data_dir, seed)
     with tracking.step_run("kws", params, run_name=f"kws-seed{seed}") as run:
@@ -204,7 +196,7 @@ def predict_keywords(kws_uri: str, inputs, output_csv: str = "results/prediction
     params = dict(kws_uri=kws_uri, inputs=inputs, output_csv=output_csv)
     tracking.check_tracking_server()
     files = input_files(inputs)
-    model = _load(kws_uri, mlflow.pyfunc.load_model,
+    model = registry.load(kws_uri, mlflow.pyfunc.load_model,
                   "train one with `mlflow run . -e kws -P data_dir=...` or pass -P kws_uri=models:/spatial-ae-kws/N")
     output = Path(output_csv).expanduser().resolve()
     frames, skipped = [], []

@@ -7,6 +7,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from spatial_ae.names import DIFFERENCE_TITLE  # noqa: E402
+
 
 def confusion_figure(confusion: np.ndarray, words, title: str):
     """Confusion matrix, rows normalised to the share of each true word."""
@@ -96,7 +98,7 @@ def difference_vs_counts_figure(words, precision_difference, recall_difference, 
     ax.bar(positions - 0.2, precision_difference, 0.4, label="precision difference", color="tab:blue")
     ax.bar(positions + 0.2, recall_difference, 0.4, label="recall difference", color="tab:orange")
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_ylabel("difference (embeddings + DNN minus MFCC + CNN)")
+    ax.set_ylabel(f"difference ({DIFFERENCE_TITLE})")
     ax.set_xticks(positions, words, rotation=90, fontsize=8)
     ax.set_xlabel("word (sorted by clip count)")
     counts = np.asarray(counts, dtype=float)

@@ -15,8 +15,8 @@ from spatial_ae.errors import UserError
 from spatial_ae.data.features import MEL_SHAPE, MFCC_SHAPE
 from spatial_ae.steps.featurize import load_feature_set
 from spatial_ae.method.models import build_autoencoder
-from spatial_ae.params import AE_MIN_EPOCHS
-from spatial_ae.method.recipes import mfcc_statistics, position_loss_scale, position_targets, resolve_recipe
+from spatial_ae.method.positions import mfcc_statistics, position_loss_scale, position_targets
+from spatial_ae.settings import PretrainSettings, Recipe
 from spatial_ae.method.training import fit, seed_everything
 
 log = logging.getLogger(__name__)
@@ -24,35 +24,30 @@ log = logging.getLogger(__name__)
 VALIDATION_FRACTION = 0.1  # of the unlabelled clips, held out for early stopping
 
 
-def check_anchors(unlabelled_clips: int, options: dict, where: str = "") -> None:
+def check_anchors(unlabelled_clips: int, recipe: Recipe, where: str = "") -> None:
     """Refuse, before any training, more anchors (k-means centres or DTW exemplars) than unlabelled clips."""
-    if options["position_loss_weight"] > 0 and options["num_anchors"] > unlabelled_clips:
-        raise UserError(f"num_anchors={options['num_anchors']}{where} is more than the {unlabelled_clips} unlabelled "
+    if recipe.with_position and recipe.num_anchors > unlabelled_clips:
+        raise UserError(f"num_anchors={recipe.num_anchors}{where} is more than the {unlabelled_clips} unlabelled "
                         f"clips of the feature set (each anchor is a k-means centre of them). Fix: pass "
                         f"-P num_anchors={max(1, unlabelled_clips)} or less, or a larger unlabeled_set_size/corpus")
 
 
-def check_anchors_of_run(featurize_run_id: str, options_list: list[dict]) -> None:
-    """`check_anchors` for each of `options_list`, with the unlabelled count the featurize run logged."""
+def check_anchors_of_run(featurize_run_id: str, recipes: list[Recipe]) -> None:
+    """`check_anchors` for each recipe, with the unlabelled count the featurize run logged."""
     metrics = mlflow.get_run(featurize_run_id).data.metrics
     if f"clips_{UNLABELLED}" in metrics:
-        for options in options_list:
-            check_anchors(int(metrics[f"clips_{UNLABELLED}"]), options,
-                          f" (recipe {options['recipe']})" if "recipe" in options else "")
+        for recipe in recipes:
+            check_anchors(int(metrics[f"clips_{UNLABELLED}"]), recipe, f" (recipe {recipe.name})")
 
 
-def pretrain(featurize_run_id: str, ae_epochs: int, patience: int, optimizer: str, batch_size: int, recipe: str,
-             seed: int, ae_min_epochs: int = AE_MIN_EPOCHS, **recipe_options) -> str:
-    """Run the pretrain step; returns the registered encoder's `models:/spatial-ae-encoder/N` URI.
-    `recipe_options` (recipes.RECIPE_OPTIONS, None = from the recipe) override the recipe's."""
-    options = resolve_recipe(recipe, **recipe_options)
-    params = dict(featurize_run_id=featurize_run_id, ae_epochs=ae_epochs, ae_min_epochs=ae_min_epochs,
-                  patience=patience, optimizer=optimizer, batch_size=batch_size, seed=seed, **options)
+def pretrain(featurize_run_id: str, settings: PretrainSettings, seed: int) -> str:
+    """Run the pretrain step; returns the registered encoder's `models:/spatial-ae-encoder/N` URI."""
     tracking.check_tracking_server()
     feature_set = load_feature_set(featurize_run_id)
-    check_anchors(len(feature_set.indices(UNLABELLED)), options)
+    check_anchors(len(feature_set.indices(UNLABELLED)), settings.recipe)
+    params = {"featurize_run_id": featurize_run_id} | settings.params() | {"seed": seed}
     with tracking.step_run("pretrain", params, run_name=f"pretrain-seed{seed}"):
-        return train_and_register(feature_set, **params)
+        return train_and_register(feature_set, featurize_run_id, settings, seed)
 
 
 def input_normalizer(unlabelled_mfcc: np.ndarray) -> keras.layers.Normalization:
@@ -70,19 +65,19 @@ def shifted_frames(features: np.ndarray, shape: tuple[int, int], shifts: np.ndar
     return np.take_along_axis(grid, source[:, None, :], axis=2).reshape(len(features), -1)
 
 
-def added_clips(feature_set, rows: np.ndarray, options: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def added_clips(feature_set, rows: np.ndarray, recipe: Recipe, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """MFCC and power mel of the clips a recipe adds to the unlabelled training `rows`: as many synthetic-voice
     clips (`extra_unlabelled`), then `augment_shifts` time-shifted copies of the rows and those clips."""
     mfcc = feature_set.mfcc[feature_set.indices(UNLABELLED)][rows]
     mel = feature_set.unlabelled_mel[rows]
     rng = np.random.default_rng(seed)
     added_mfcc, added_mel = [np.empty((0, mfcc.shape[1]), np.float32)], [np.empty((0, mel.shape[1]), np.float32)]
-    if options["extra_unlabelled"] == "synthetic":
+    if recipe.extra_unlabelled == "synthetic":
         extra_mfcc, extra_mel = synthetic_voices(len(rows), rng)
         added_mfcc.append(extra_mfcc)
         added_mel.append(extra_mel)
         mfcc, mel = np.concatenate([mfcc, extra_mfcc]), np.concatenate([mel, extra_mel])
-    for _ in range(options["augment_shifts"]):
+    for _ in range(recipe.augment_shifts):
         shifts = rng.integers(1, 5, len(mfcc)) * rng.choice([-1, 1], len(mfcc))
         added_mfcc.append(shifted_frames(mfcc, MFCC_SHAPE, shifts))
         added_mel.append(shifted_frames(mel, MEL_SHAPE, shifts))
@@ -101,54 +96,52 @@ def synthetic_voices(count: int, rng: np.random.Generator) -> tuple[np.ndarray, 
     return table.mfcc[table.ok], table.mel[table.ok]
 
 
-def train_and_register(feature_set, featurize_run_id: str, ae_epochs: int, patience: int, optimizer: str,
-                       batch_size: int, seed: int, recipe: str = "paper", ae_min_epochs: int = AE_MIN_EPOCHS,
-                       **recipe_options) -> str:
+def train_and_register(feature_set, featurize_run_id: str, settings: PretrainSettings, seed: int) -> str:
     """Train an auto-encoder in the active run, log and register its encoder; returns the registered URI.
 
-    The recipe's options (overridden by those given) decide the inputs, the position targets and the loss weights.
-    Early stopping watches 10% of the feature set's unlabelled clips, never augmented or extra clips.
+    The recipe decides the inputs, the position targets and the loss weights. Early stopping watches 10% of the
+    feature set's unlabelled clips, never augmented or extra clips.
     """
-    options = resolve_recipe(recipe, **recipe_options)
+    recipe = settings.recipe
     unlabelled = feature_set.mfcc[feature_set.indices(UNLABELLED)]
-    check_anchors(len(unlabelled), options)
+    check_anchors(len(unlabelled), recipe)
     order = np.random.default_rng(seed).permutation(len(unlabelled))
     n_val = max(1, int(round(VALIDATION_FRACTION * len(unlabelled))))
     val, train = order[:n_val], order[n_val:]
-    added_mfcc, added_mel = added_clips(feature_set, train, options, seed)
+    added_mfcc, added_mel = added_clips(feature_set, train, recipe, seed)
     x = np.concatenate([unlabelled, added_mfcc])
     mel = np.concatenate([feature_set.unlabelled_mel, added_mel])
     if len(added_mfcc):
         log.info("pretrain: %d training clips: %d unlabelled and %d added by the recipe", len(train) + len(added_mfcc),
                  len(train), len(added_mfcc))
         train = np.concatenate([train, np.arange(len(unlabelled), len(x))])
-    normalizer = input_normalizer(unlabelled) if options["standardize_inputs"] else None
+    normalizer = input_normalizer(unlabelled) if recipe.standardize_inputs else None
     reconstruction = x if normalizer is None else np.asarray(normalizer(x), dtype=np.float32)
-    with_position = options["position_loss_weight"] > 0
+    with_position = recipe.with_position
     if with_position:
-        log.info("pretrain: position targets of %d clips (%s, %d anchors)", len(x), options["position_features"],
-                 options["num_anchors"])
-        positions = position_targets(mel, x, options["position_features"], options["num_anchors"],
-                                     options["standardize_positions"], seed)
-        scale = position_loss_scale(reconstruction, positions, options["balance_losses"])
+        log.info("pretrain: position targets of %d clips (%s, %d anchors)", len(x), recipe.position_features,
+                 recipe.num_anchors)
+        positions = position_targets(mel, x, recipe.position_features, recipe.num_anchors,
+                                     recipe.standardize_positions, seed)
+        scale = position_loss_scale(reconstruction, positions, recipe.balance_losses)
         mlflow.log_params({"position_loss_scale": f"{scale:.6g}",
-                           "effective_position_loss_weight": f"{scale * options['position_loss_weight']:.6g}"})
+                           "effective_position_loss_weight": f"{scale * recipe.position_loss_weight:.6g}"})
     seed_everything(seed)
-    autoencoder, encoder = build_autoencoder(options["embedding_dim"], with_position_head=with_position,
+    autoencoder, encoder = build_autoencoder(recipe.embedding_dim, with_position_head=with_position,
                                              position_dim=positions.shape[1] if with_position else 1,
                                              input_normalization=normalizer)
     losses = {"reconstruction": "mse"} | ({"position": "mse"} if with_position else {})
     weights = {"reconstruction": 1.0} | (
-        {"position": scale * options["position_loss_weight"]} if with_position else {})
-    autoencoder.compile(optimizer=training.optimizer(optimizer), loss=losses, loss_weights=weights)
+        {"position": scale * recipe.position_loss_weight} if with_position else {})
+    autoencoder.compile(optimizer=training.optimizer(settings.optimizer), loss=losses, loss_weights=weights)
 
     def targets(rows):
         return {"reconstruction": reconstruction[rows]} | ({"position": positions[rows]} if with_position else {})
 
-    fit(autoencoder, x[train], targets(train), (x[val], targets(val)), epochs=ae_epochs, patience=patience,
-        batch_size=batch_size, prefix="ae", min_epochs=ae_min_epochs)
+    fit(autoencoder, x[train], targets(train), (x[val], targets(val)), epochs=settings.ae_epochs,
+        patience=settings.patience, batch_size=settings.batch_size, prefix="ae", min_epochs=settings.ae_min_epochs)
     audio_uri, keras_uri = registry.log_encoder(encoder, x[:5])
     dataset = mlflow.get_run(featurize_run_id).data.tags.get("dataset", "")
     return registry.register(audio_uri, tags={
-        "featurize_run_id": featurize_run_id, "dataset": dataset, **options,
+        "featurize_run_id": featurize_run_id, "dataset": dataset, **recipe.params(),
         "keras_model_uri": keras_uri, "pretrain_run_id": mlflow.active_run().info.run_id, "seed": seed})

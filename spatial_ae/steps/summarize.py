@@ -29,19 +29,18 @@ from spatial_ae.steps import plots
 from spatial_ae.mlflow_io import tracking
 from spatial_ae.mlflow_io.experiment import NOTE_TAG, STEP_NOTES
 from spatial_ae.errors import UserError
+from spatial_ae.names import (COMPARED, DIFFERENCE_TITLE, EMBEDDING_DNN, EVALUATION_DIR, FEATURES_DIR, MFCC_CNN,
+                              MODEL_TITLES, SIMULATION_RUNS_TAG, SIMULATION_TAG)
 
 log = logging.getLogger(__name__)
 
 RESULTS_COLUMNS = ("wercm", "cmpresi", "cmrecal", "cmavpresi", "cmavrecal",
                    "wer_v_p", "appresi", "aprecal", "apavpresi", "apavrecal")
-EMBEDDING_DNN, MFCC_CNN = "embedding_dnn", "mfcc_cnn"  # as in evaluate.py (not imported: it loads TensorFlow)
-MODEL_TITLES = {EMBEDDING_DNN: "encoder embeddings + DNN", MFCC_CNN: "MFCC + CNN (benchmark)"}
-EXTRA_MODEL_TITLES = {"mfcc_dnn": "standardised MFCC + DNN"}  # in the summary table when every run has it
+COMPARED_TITLES = {model: MODEL_TITLES[model] for model in COMPARED}  # the pair of results.csv and the figures
 SUMMARY_METRICS = ("accuracy", "wer", "weighted_precision", "weighted_recall")
 DIFFERENCE = f"{EMBEDDING_DNN} - {MFCC_CNN}"
 MIN_WILCOXON = 6  # below 6 pairs the two-sided Wilcoxon p-value cannot fall under 0.05
 ARTIFACT_DIR = "summary"
-SIMULATION_TAG = "spatial_ae.simulation"  # as in workflow.py
 
 
 def summarize(parent_run_id: str, results_path: str) -> Path:
@@ -57,15 +56,13 @@ def summarize_workflow(parent_run_id: str, results_path: str, failures: list[str
 
 def _summarize_parent(parent_run_id: str, results_path: str, failures: list[str] | None) -> Path:
     """Shared by both entry points; failures=None finds the failed simulations in the tracking store."""
-    from spatial_ae.runs.workflow import simulation_runs  # imported here: workflow loads TensorFlow
-
     client = MlflowClient()
     try:
         parent = client.get_run(parent_run_id)
     except mlflow.exceptions.MlflowException:
         raise UserError(f"run {parent_run_id!r} was not found in {mlflow.get_tracking_uri()}; "
                         f"pass the id of a main run") from None
-    runs = simulation_runs(parent_run_id)
+    runs = tracking.simulation_runs(parent_run_id)
     wanted = parent.data.params.get("num_simulations")
     if wanted is not None:  # finished runs of a larger earlier workflow with the same key are not this run's
         runs = [run for run in runs if int(run.data.tags[SIMULATION_TAG]) <= int(wanted)]
@@ -99,7 +96,6 @@ def _summarize_parent(parent_run_id: str, results_path: str, failures: list[str]
 
 
 LATEST = "latest"
-SIMULATION_RUNS_TAG = "spatial_ae.simulation_run_ids"  # the simulations a main run summarised, its own or reused
 
 
 def run_results_folder(results_path: str, run: mlflow.entities.Run) -> Path:
@@ -144,7 +140,7 @@ def summarize_runs(runs: list[mlflow.entities.Run], words: tuple[str, ...], resu
     folder.mkdir(parents=True, exist_ok=True)
     words = tuple(words)
     runs = sorted(runs, key=_simulation_index)
-    evaluations = {_simulation_index(run): tracking.download_run_artifacts(run.info.run_id, "evaluation")
+    evaluations = {_simulation_index(run): tracking.download_run_artifacts(run.info.run_id, EVALUATION_DIR)
                    for run in runs}
     per_class = pd.concat(
         [pd.read_csv(path / "per_class_metrics.csv", keep_default_na=False, na_values=[""])
@@ -177,10 +173,10 @@ def headline_text(summary: pd.DataFrame) -> str:
         return f"{row['mean']:.4f} [{row['ci95_low']:.4f}, {row['ci95_high']:.4f}]"
 
     accuracy = summary[summary["metric"] == "accuracy"]
-    parts = [f"{(MODEL_TITLES | EXTRA_MODEL_TITLES)[row['model']]}: {interval(row)}" for _, row in accuracy.iterrows()]
+    parts = [f"{MODEL_TITLES[row['model']]}: {interval(row)}" for _, row in accuracy.iterrows()]
     difference = summary[summary["model"] == DIFFERENCE].iloc[0]
     return (f"Test accuracy, mean [95% CI] over {int(difference['n'])} simulations: " + "; ".join(parts)
-            + f". Difference (embeddings + DNN minus MFCC + CNN): {interval(difference)}, "
+            + f". Difference ({DIFFERENCE_TITLE}): {interval(difference)}, "
               f"paired t-test p = {difference['p_value_paired_t']:.3g}.")
 
 
@@ -245,12 +241,13 @@ def paired_p_values(first, second) -> tuple[float, float]:
 
 
 def summary_table(runs: list[mlflow.entities.Run]) -> pd.DataFrame:
-    """Per model and metric: n, mean, std, 95% CI; plus the paired accuracy comparison row."""
+    """Per model and metric: n, mean, std, 95% CI; plus the paired accuracy comparison row. The compared pair
+    first, then every other model that all the runs have."""
     def values(key):
         return [run.data.metrics[key] for run in runs]
 
-    models = [*MODEL_TITLES, *(model for model in EXTRA_MODEL_TITLES
-                               if all(f"{model}_accuracy" in run.data.metrics for run in runs))]
+    models = [*COMPARED, *(model for model in MODEL_TITLES if model not in COMPARED
+                           and all(f"{model}_accuracy" in run.data.metrics for run in runs))]
     rows = [{"model": model, "metric": metric, **describe(values(f"{model}_{metric}"))}
             for model in models for metric in SUMMARY_METRICS]
     embedding, mfcc = values(f"{EMBEDDING_DNN}_accuracy"), values(f"{MFCC_CNN}_accuracy")
@@ -269,10 +266,10 @@ def summary_markdown(summary: pd.DataFrame, failures: list[str]) -> str:
     lines = ["# Summary of the simulations", "",
              "| model | metric | n | mean ± std | 95% CI |", "|---|---|---|---|---|"]
     for row in summary.itertuples():
-        lines.append(f"| {(MODEL_TITLES | EXTRA_MODEL_TITLES).get(row.model, row.model)} | {row.metric} | {row.n} | "
+        lines.append(f"| {MODEL_TITLES.get(row.model, row.model)} | {row.metric} | {row.n} | "
                      f"{number(row.mean)} ± {number(row.std)} | [{number(row.ci95_low)}, {number(row.ci95_high)}] |")
     difference = summary[summary["model"] == DIFFERENCE].iloc[0]
-    lines += ["", f"Accuracy difference (embeddings + DNN minus MFCC + CNN, paired by simulation): "
+    lines += ["", f"Accuracy difference ({DIFFERENCE_TITLE}, paired by simulation): "
                   f"mean {number(difference['mean'])}, 95% CI [{number(difference['ci95_low'])}, "
                   f"{number(difference['ci95_high'])}], paired t-test p = {number(difference['p_value_paired_t'])}, "
                   f"Wilcoxon signed-rank p = {number(difference['p_value_wilcoxon'])} "
@@ -295,11 +292,12 @@ def _figures(runs, evaluations: dict[int, Path], per_class: pd.DataFrame, words:
         embedding.to_numpy(), embedding.index,
         f"PCA of the per-word mean embedding of the test clips, simulation {first_index} only\n"
         f"(the embedding spaces of different simulations are not aligned, so they are not averaged)")
-    figures["per_word_precision_recall.png"] = plots.per_word_precision_recall_figure(per_class, words, MODEL_TITLES)
+    figures["per_word_precision_recall.png"] = plots.per_word_precision_recall_figure(per_class, words,
+                                                                                      COMPARED_TITLES)
     if counts_per_word is not None:
         figures["difference_vs_counts.png"] = _difference_vs_counts(per_class, words, counts_per_word, len(runs))
     figures["training_curves.png"] = _training_curves(runs)
-    for model, title in MODEL_TITLES.items():
+    for model, title in COMPARED_TITLES.items():
         confusion = sum(pd.read_csv(path / f"confusion_{model}.csv", index_col=0, keep_default_na=False)
                         .reindex(index=list(words), columns=list(words), fill_value=0).to_numpy()
                         for path in evaluations.values())
@@ -346,12 +344,12 @@ def _training_curves(runs):
 def _corpus_words_and_counts(featurize_run_id: str) -> tuple[tuple[str, ...], pd.Series | None]:
     """The corpus' word order and clips per word (corpus_total), from the featurize run's small artifacts."""
     with tempfile.TemporaryDirectory() as tmp:
-        words_file = mlflow.artifacts.download_artifacts(run_id=featurize_run_id, artifact_path="features/words.json",
-                                                         dst_path=tmp)
+        words_file = mlflow.artifacts.download_artifacts(
+            run_id=featurize_run_id, artifact_path=f"{FEATURES_DIR}/words.json", dst_path=tmp)
         words = tuple(json.loads(Path(words_file).read_text())["words"])
         try:
             counts_file = mlflow.artifacts.download_artifacts(
-                run_id=featurize_run_id, artifact_path="features/counts_per_word.csv", dst_path=tmp)
+                run_id=featurize_run_id, artifact_path=f"{FEATURES_DIR}/counts_per_word.csv", dst_path=tmp)
         except (mlflow.exceptions.MlflowException, OSError):
             log.warning("featurize run %s has no counts_per_word.csv; skipping difference_vs_counts.png", featurize_run_id)
             return words, None
