@@ -24,7 +24,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from spatial_ae.data.corpus import TEST, TRAIN, UNLABELLED, open_corpus
+from spatial_ae.data.corpus import TEST, TRAIN, UNLABELLED
+from spatial_ae.data.sources import open_corpus
 from spatial_ae.data.features import MFCC_SHAPE, featurize_files
 
 DEV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech_commands_v0.02_dev"

@@ -25,7 +25,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from spatial_ae.data.corpus import FSDD_SPEAKERS, UNLABELLED, fsdd_split_of_speaker
+from spatial_ae.data.corpus import UNLABELLED
+from spatial_ae.data.sources import FSDD_SPEAKERS, fsdd_split_of_speaker
 from spatial_ae.data.features import MFCC_SHAPE, featurize_files
 from spatial_ae.method.positions import positions, standardized_mfcc
 

@@ -1,9 +1,5 @@
-"""`python -m spatial_ae <step> --name value ...`, the command MLproject runs.
-
-`mlflow run` starts it in the project's folder, so Python imports this checkout's `spatial_ae`, not a copy an
-environment holds: MLflow keys its virtualenvs by the requirements alone, and one built for another checkout has
-that checkout installed.
-"""
+"""`python -m spatial_ae <step> --name value ...`: a step from the command line (MLproject runs
+`entrypoints/<step>.py`, the same `cli.main`)."""
 import sys
 
 from spatial_ae.cli import main_with_step

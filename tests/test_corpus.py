@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from spatial_ae.data.corpus import TEST, TRAIN, UNKNOWN_SILENCE, UNLABELLED, CorpusError, open_corpus, read_corpus_dir
-from spatial_ae.data.synthetic import WORDS_V001, which_set
+from spatial_ae.data.corpus import TEST, TRAIN, UNKNOWN_SILENCE, UNLABELLED, CorpusError, read_corpus_dir, which_set
+from spatial_ae.data.sources import open_corpus
+from spatial_ae.data.synthetic import WORDS_V001
 
 
 def write_wav(path: Path, seconds=1.0, rate=16000):

@@ -11,7 +11,8 @@ import pytest
 import soundfile as sf
 
 from spatial_ae.data import synthetic
-from spatial_ae.data.synthetic import WORDS_V001, synthesize_word, synthetic_corpus, which_set
+from spatial_ae.data.corpus import cache_dir, which_set
+from spatial_ae.data.synthetic import WORDS_V001, synthesize_word, synthetic_corpus
 
 CLIPS = 6
 
@@ -165,9 +166,9 @@ def test_concurrent_generation_keeps_first_corpus(tmp_path, monkeypatch):
 
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("SPATIAL_AE_CACHE", str(tmp_path / "x"))
-    assert synthetic.default_cache_dir() == tmp_path / "x"
+    assert cache_dir() == tmp_path / "x"
     monkeypatch.delenv("SPATIAL_AE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert synthetic.default_cache_dir() == tmp_path / "xdg" / "spatial_ae"
+    assert cache_dir() == tmp_path / "xdg" / "spatial_ae"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert synthetic.default_cache_dir() == pathlib.Path.home() / ".cache" / "spatial_ae"
+    assert cache_dir() == pathlib.Path.home() / ".cache" / "spatial_ae"

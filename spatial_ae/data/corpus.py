@@ -1,15 +1,16 @@
 """Corpora in Google Speech Commands layout, and the paper's splits.
 
 One folder per word, `testing_list.txt` and `validation_list.txt` at the root. The paper's splits:
-unlabelled = clips in neither list, labelled training pool = the validation list, test = the testing list.
-Three sources: a local directory, the official archives (downloaded once), the embedded synthetic corpus.
-A fourth, `fsdd:/path/to/fsdd`, reads the Free Spoken Digit Dataset with speakers held out (`read_fsdd`);
-`fsdd:/path/to/fsdd:labelled=jackson,test=lucas` chooses which speaker is the labelled pool and which the test set.
+unlabelled = clips in neither list, labelled training pool = the validation list, test = the testing list;
+without the lists, Speech Commands' own rule splits by a hash of the speaker (`which_set`). Where corpora come
+from (synthetic, downloads, FSDD, folders): `spatial_ae.data.sources`.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +23,6 @@ log = logging.getLogger(__name__)
 UNLABELLED, TRAIN, TEST = "unlabelled", "train", "test"
 SPLITS = (UNLABELLED, TRAIN, TEST)
 LIST_FILES = {TRAIN: "validation_list.txt", TEST: "testing_list.txt"}
-SYNTHETIC = "synthetic"
-DOWNLOADABLE = ("speech_commands_v0.01", "speech_commands_v0.02")
-FSDD_PREFIX = "fsdd:"
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
-FSDD_DEFAULT_LABELLED, FSDD_DEFAULT_TEST = "theo", "yweweler"
 UNKNOWN_SILENCE = ("_unknown_", "_silence_")  # the 12-class protocol's extra classes, where a corpus has them
 
 
@@ -73,31 +68,6 @@ class Corpus:
         for clip in self.clips:
             digest.update(f"{clip.path}\t{clip.split}\t{clip.file.stat().st_size}\n".encode())
         return digest.hexdigest()[:16]
-
-
-def open_corpus(dataset: str, synthetic_clips_per_word: int = 100, seed: int = 0,
-                include_unknown_silence: bool = False) -> Corpus:
-    """The corpus named by the `dataset` parameter: 'synthetic', a downloadable name, or a directory.
-    `include_unknown_silence` keeps the `_unknown_` and `_silence_` folders as classes (12-class protocol)."""
-    if dataset == SYNTHETIC:
-        from spatial_ae.data.synthetic import synthetic_corpus
-
-        root = synthetic_corpus(clips_per_word=synthetic_clips_per_word, seed=seed)
-        return read_corpus_dir(root, name=f"synthetic-cpw{synthetic_clips_per_word}-seed{seed}", source=str(root))
-    if dataset.startswith(FSDD_PREFIX):
-        return read_fsdd(*parse_fsdd(dataset))
-    if dataset in DOWNLOADABLE:
-        from spatial_ae.data.download import SPEECH_COMMANDS_URLS, download_speech_commands
-
-        root = download_speech_commands(dataset)
-        return read_corpus_dir(root, name=dataset, source=SPEECH_COMMANDS_URLS[dataset],
-                               include_unknown_silence=include_unknown_silence)
-    path = Path(dataset).expanduser()
-    if not path.exists():
-        raise CorpusError(
-            f"dataset {dataset!r} is neither 'synthetic', one of {', '.join(DOWNLOADABLE)}, nor an existing directory. "
-            f"Fix: pass -P dataset=/path/to/folder with one sub-folder of WAVs per word.")
-    return read_corpus_dir(path, include_unknown_silence=include_unknown_silence)
 
 
 def read_corpus_dir(root: Path, name: str | None = None, source: str | None = None,
@@ -148,58 +118,6 @@ def read_corpus_dir(root: Path, name: str | None = None, source: str | None = No
                   words=tuple(files_by_word), clips=clips, warnings=warnings)
 
 
-def parse_fsdd(dataset: str) -> tuple[Path, str, str]:
-    """`fsdd:/path[:labelled=<speaker>,test=<speaker>]` -> (path, labelled speaker, test speaker)."""
-    text = dataset[len(FSDD_PREFIX):]
-    root, _, choice = text.rpartition(":")
-    if "=" not in choice:
-        return Path(text), FSDD_DEFAULT_LABELLED, FSDD_DEFAULT_TEST
-    fix = (f"Fix: write {FSDD_PREFIX}{root}:labelled=<speaker>,test=<speaker>, two different speakers among "
-           f"{', '.join(FSDD_SPEAKERS)}")
-    speakers = {"labelled": FSDD_DEFAULT_LABELLED, "test": FSDD_DEFAULT_TEST}
-    for item in choice.split(","):
-        key, _, value = item.partition("=")
-        if key.strip() not in speakers or value.strip() not in FSDD_SPEAKERS:
-            raise CorpusError(f"dataset {dataset!r}: {item!r} is not labelled=<speaker> or test=<speaker>. {fix}")
-        speakers[key.strip()] = value.strip()
-    if speakers["labelled"] == speakers["test"]:
-        raise CorpusError(f"dataset {dataset!r}: the labelled and the test speaker are both {speakers['test']}. {fix}")
-    return Path(root), speakers["labelled"], speakers["test"]
-
-
-def fsdd_split_of_speaker(labelled: str = FSDD_DEFAULT_LABELLED, test: str = FSDD_DEFAULT_TEST) -> dict[str, str]:
-    """Each FSDD speaker's split: `labelled` is the labelled pool, `test` the test set, the other four unlabelled."""
-    return {speaker: TRAIN if speaker == labelled else TEST if speaker == test else UNLABELLED
-            for speaker in FSDD_SPEAKERS}
-
-
-def read_fsdd(root: Path, labelled: str = FSDD_DEFAULT_LABELLED, test: str = FSDD_DEFAULT_TEST) -> Corpus:
-    """The Free Spoken Digit Dataset (`<root>/recordings/<digit>_<speaker>_<n>.wav`), split by speaker so that
-    no speaker is in two splits: `labelled` (theo by default) is the labelled pool (500 clips, 50 per digit),
-    `test` (yweweler) the test set, the other four speakers unlabelled (2,000 clips). Words are the digit names.
-    Other speakers' clips are left out (with a warning)."""
-    root = Path(root).expanduser().resolve()
-    recordings = root / "recordings"
-    if not recordings.is_dir():
-        raise CorpusError(f"{recordings} does not exist. Fix: pass -P dataset=fsdd:/path/to/fsdd, the folder "
-                          f"holding recordings/<digit>_<speaker>_<n>.wav")
-    split_of_speaker = fsdd_split_of_speaker(labelled, test)
-    clips, others = [], set()
-    for file in sorted(recordings.glob("*.wav")):
-        digit, speaker, _ = file.stem.split("_", 2)
-        if speaker not in split_of_speaker or not digit.isdigit() or int(digit) > 9:
-            others.add(speaker)
-            continue
-        clips.append(Clip(root, f"recordings/{file.name}", DIGIT_WORDS[int(digit)], split_of_speaker[speaker]))
-    warnings = [f"{root}: clips of unknown speakers or digits left out: {', '.join(sorted(others))}"] if others else []
-    if not clips:
-        raise CorpusError(f"{recordings} has no <digit>_<speaker>_<n>.wav clip of the known speakers "
-                          f"({', '.join(FSDD_SPEAKERS)})")
-    default = (labelled, test) == (FSDD_DEFAULT_LABELLED, FSDD_DEFAULT_TEST)
-    name = "fsdd-by-speaker" if default else f"fsdd-labelled-{labelled}-test-{test}"
-    return Corpus(name=name, root=root, source=str(root), words=DIGIT_WORDS, clips=clips, warnings=warnings)
-
-
 def _read_split_lists(root: Path, all_paths: set[str], warnings: list[str],
                       hash_splits_if_unlisted: bool = True) -> dict[str, str]:
     """Map listed clip paths to their split; missing lists are made from the speaker hash, as Google did."""
@@ -208,8 +126,6 @@ def _read_split_lists(root: Path, all_paths: set[str], warnings: list[str],
     if missing_lists and not hash_splits_if_unlisted:
         return split_of
     if missing_lists:
-        from spatial_ae.data.synthetic import which_set
-
         warnings.append(
             f"{', '.join(missing_lists)} not found in {root}: splits made from a hash of the speaker "
             f"(Speech Commands' own rule, 10% validation, 10% testing). Add the lists to fix the splits yourself.")
@@ -236,3 +152,29 @@ def _read_split_lists(root: Path, all_paths: set[str], warnings: list[str],
                     raise CorpusError(f"{line} is in both {LIST_FILES[TRAIN]} and {LIST_FILES[TEST]} of {root}. "
                                       f"Fix: keep it in one list.")
     return split_of
+
+
+def cache_dir() -> Path:
+    """Where corpora are made or downloaded once: ``$SPATIAL_AE_CACHE``, else ``$XDG_CACHE_HOME/spatial_ae``, else
+    ``~/.cache/spatial_ae``."""
+    if os.environ.get("SPATIAL_AE_CACHE"):
+        return Path(os.environ["SPATIAL_AE_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "spatial_ae"
+
+
+def which_set(filename: str, validation_percentage: float = 10, testing_percentage: float = 10) -> str:
+    """Speech Commands split of a file, from a hash of its speaker (port of TF ``input_data.py``)."""
+    max_num_wavs_per_class = 2**27 - 1
+    base_name = os.path.basename(filename)
+    hash_name = re.sub(r"_nohash_.*$", "", base_name)
+    hash_name_hashed = hashlib.sha1(hash_name.encode("utf-8")).hexdigest()
+    percentage_hash = (int(hash_name_hashed, 16) % (max_num_wavs_per_class + 1)) * (
+        100.0 / max_num_wavs_per_class
+    )
+    if percentage_hash < validation_percentage:
+        return "validation"
+    if percentage_hash < testing_percentage + validation_percentage:
+        return "testing"
+    return "training"

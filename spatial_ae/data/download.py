@@ -13,7 +13,7 @@ import tempfile
 import urllib.error
 import urllib.request
 
-from spatial_ae.data.synthetic import default_cache_dir
+from spatial_ae.data import corpus
 
 SPEECH_COMMANDS_URLS = {
     "speech_commands_v0.01": "http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz",
@@ -117,7 +117,7 @@ def download_speech_commands(name: str, cache_dir: pathlib.Path | None = None,
     """
     if name not in SPEECH_COMMANDS_URLS:
         raise ValueError(f"unknown Speech Commands version {name!r}; known: {sorted(SPEECH_COMMANDS_URLS)}")
-    cache_dir = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir = pathlib.Path(cache_dir) if cache_dir is not None else corpus.cache_dir()
     target = cache_dir / name
     if target.is_dir():
         return target

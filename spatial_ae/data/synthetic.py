@@ -15,7 +15,6 @@ import functools
 import hashlib
 import os
 import pathlib
-import re
 import shutil
 import tempfile
 import threading
@@ -23,6 +22,9 @@ import threading
 import numpy as np
 import soundfile as sf
 from scipy.signal import firwin, resample_poly
+
+from spatial_ae.data.corpus import which_set
+from spatial_ae.data import corpus
 
 WORDS_V001: tuple[str, ...] = (
     "bed", "bird", "cat", "dog", "down", "eight", "five", "four", "go", "happy",
@@ -157,31 +159,6 @@ def synthesize_word(word: str, voice: str, pitch: int, rate: int) -> tuple[np.nd
     """
     with _espeak_session() as say:
         return say(word, voice, pitch, rate)
-
-
-def default_cache_dir() -> pathlib.Path:
-    """``$SPATIAL_AE_CACHE``, else ``$XDG_CACHE_HOME/spatial_ae``, else ``~/.cache/spatial_ae``."""
-    if os.environ.get("SPATIAL_AE_CACHE"):
-        return pathlib.Path(os.environ["SPATIAL_AE_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = pathlib.Path(xdg).expanduser() if xdg else pathlib.Path.home() / ".cache"
-    return base / "spatial_ae"
-
-
-def which_set(filename: str, validation_percentage: float = 10, testing_percentage: float = 10) -> str:
-    """Speech Commands split of a file, from a hash of its speaker (port of TF ``input_data.py``)."""
-    max_num_wavs_per_class = 2**27 - 1
-    base_name = os.path.basename(filename)
-    hash_name = re.sub(r"_nohash_.*$", "", base_name)
-    hash_name_hashed = hashlib.sha1(hash_name.encode("utf-8")).hexdigest()
-    percentage_hash = (int(hash_name_hashed, 16) % (max_num_wavs_per_class + 1)) * (
-        100.0 / max_num_wavs_per_class
-    )
-    if percentage_hash < validation_percentage:
-        return "validation"
-    if percentage_hash < testing_percentage + validation_percentage:
-        return "testing"
-    return "training"
 
 
 def _speaker(seed: int, index: int) -> dict:
@@ -320,7 +297,7 @@ def synthetic_corpus(clips_per_word: int = 100, seed: int = 0,
     """Return the root of a Speech-Commands-layout synthetic corpus, generating it once into the cache."""
     if clips_per_word < 1:
         raise ValueError("clips_per_word must be at least 1")
-    cache_dir = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir = pathlib.Path(cache_dir) if cache_dir is not None else corpus.cache_dir()
     target = cache_dir / "synthetic" / f"{CORPUS_VERSION}-cpw{clips_per_word}-seed{seed}"
     if target.is_dir():
         return target

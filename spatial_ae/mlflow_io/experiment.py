@@ -155,7 +155,7 @@ def where_to_look(experiment_id: str) -> str:
 
 STEP_NOTES = {  # step -> the description its runs show in the UI (the main run's gets the results: summarize.py)
     "main": "The whole experiment: featurize, then simulations of pretrain + evaluate, then the summary.",
-    "featurize": "The corpus' clips drawn and featurized (MFCC, mel, anchor, positions): artifact `features/`.",
+    "featurize": "The corpus' clips drawn and featurized (MFCC of every clip, mel of the unlabelled ones): artifact `features/`.",
     "simulation": "One simulation: an auto-encoder pretrained from this seed (registered as spatial-ae-encoder), "
                   "then its embeddings + DNN against the MFCC-CNN benchmark on the same labelled and test clips.",
     "pretrain": "The auto-encoder with the position head trained on the unlabelled clips; its encoder registered.",

@@ -7,7 +7,6 @@ import hashlib
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import time
 import urllib.error
@@ -114,11 +113,11 @@ def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key
     nested = mlflow.active_run() is not None
     if not nested and parent_run_id is None:  # a command's first step (a worker's steps need not repeat it)
         check_artifact_location(current_experiment_id())
-        close_runs_of_ended_processes(current_experiment_id())
+        lifecycle.close_runs_of_ended_processes(current_experiment_id())
     with contextlib.nullcontext() if nested else lifecycle.raised_as_exceptions():
         run = mlflow.start_run(run_name=run_name, nested=nested, parent_run_id=parent_run_id)
         try:
-            mlflow.set_tags({STEP_TAG: step, PROCESS_TAG: this_process(), **({KEY_TAG: key} if key else {}),
+            mlflow.set_tags({STEP_TAG: step, PROCESS_TAG: lifecycle.this_process(), **({KEY_TAG: key} if key else {}),
                              **_note(step), **(tags or {})})
             log_params(run, params)
             yield run
@@ -261,53 +260,9 @@ def start_child_run(parent_run_id: str, step: str, params: dict[str, Any], run_n
     parent = client.get_run(parent_run_id)
     run = client.create_run(parent.info.experiment_id, run_name=run_name,
                             tags={"mlflow.parentRunId": parent_run_id, STEP_TAG: step, KEY_TAG: key,
-                                  PROCESS_TAG: this_process(), **_note(step)})
+                                  PROCESS_TAG: lifecycle.this_process(), **_note(step)})
     client.log_batch(run.info.run_id, params=[Param(name, _param_value(value)) for name, value in params.items()])
     return run.info.run_id
-
-
-def close_running_children(parent_run_id: str, status: str) -> None:
-    """Mark the child runs of `parent_run_id` still RUNNING (their process died) as `status`."""
-    client = MlflowClient()
-    parent = client.get_run(parent_run_id)
-    for run in client.search_runs([parent.info.experiment_id], max_results=10000,
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
-                                                f"and attributes.status = 'RUNNING'"):
-        log.warning("run %s (%s) was left running by a worker process that stopped: marked %s",
-                    run.info.run_id, run.info.run_name, status)
-        client.set_terminated(run.info.run_id, status)
-
-
-def this_process() -> str:
-    """host:pid:start time of this process (the value of PROCESS_TAG)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
-
-
-def close_runs_of_ended_processes(experiment_id: str) -> None:
-    """Mark FAILED the RUNNING runs of `experiment_id` whose process, on this machine, has ended without closing
-    them (a crash in native code, SIGKILL, the out-of-memory killer). Runs of other machines are left alone."""
-    if _start_time(os.getpid()) is None:  # no /proc: a live process cannot be told from an ended one
-        return
-    client = MlflowClient()
-    host = socket.gethostname()
-    for run in client.search_runs([experiment_id], max_results=10000,
-                                  filter_string=f"attributes.status = 'RUNNING' and tags.`{PROCESS_TAG}` LIKE '{host}:%'"):
-        _, pid, started = run.data.tags[PROCESS_TAG].rsplit(":", 2)
-        if _start_time(int(pid)) != started:  # gone, or the pid now belongs to another process
-            log.warning("run %s (%s) was left RUNNING by process %s, which ended without closing it (a crash or "
-                        "SIGKILL): marked FAILED", run.info.run_id, run.info.run_name, pid)
-            client.set_tag(run.info.run_id, "mlflow.note.content",
-                           f"Marked FAILED: process {pid} on {host} ended without closing this run (a crash or SIGKILL).")
-            client.set_terminated(run.info.run_id, "FAILED")
-
-
-def _start_time(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot, from /proc), or None if it does not exist."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command name in parentheses may hold spaces
 
 
 def get_finished_run(run_id: str, step: str) -> mlflow.entities.Run:

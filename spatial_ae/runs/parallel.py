@@ -7,13 +7,8 @@ models are too small for one process to keep several cores busy (benchmarks/READ
 """
 from __future__ import annotations
 
-import ctypes
 import logging
-import multiprocessing
 import os
-import signal
-import sys
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
@@ -52,35 +47,6 @@ def configure_threads(processes: int = 1) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(max(1, share // 2))
     except RuntimeError:  # TensorFlow already started in this process
         log.debug("TensorFlow already initialised: thread pools left as they are")
-
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-PARENT_POLL_SECONDS = 1.0
-
-
-def die_with_parent(parent_pid: int | None = None) -> None:
-    """SIGTERM this process when its parent (by default the multiprocessing parent) dies, so that a worker whose
-    `main` was SIGKILLed closes its run KILLED and exits instead of taking the queued simulations as an orphan.
-
-    Linux: the kernel sends the signal (prctl PR_SET_PDEATHSIG); elsewhere, and as a backstop, a daemon thread
-    polls the parent pid. A parent that died before this ran is caught by the pid check right after."""
-    if parent_pid is None:
-        parent = multiprocessing.parent_process()
-        parent_pid = parent.pid if parent is not None else os.getppid()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        except (OSError, AttributeError):
-            log.debug("prctl unavailable: parent watched by polling only")
-    threading.Thread(target=_watch_parent, args=(parent_pid,), name="spatial-ae-parent-watch", daemon=True).start()
-
-
-def _watch_parent(parent_pid: int) -> None:
-    """Send SIGTERM to this process once its parent is no longer `parent_pid` (reparented: the parent died)."""
-    while os.getppid() == parent_pid:
-        time.sleep(PARENT_POLL_SECONDS)
-    log.warning("parent process %d ended: stopping", parent_pid)
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_in_processes(tasks: dict[int, tuple], function: Callable, processes: int,
@@ -144,7 +110,7 @@ def start_worker(tracking_uri: str, experiment_id: str, training_path: str, proc
     """Set up a worker process (or a Spark executor's Python) as `worker_setup` described its parent."""
     from spatial_ae.method import training
 
-    die_with_parent()  # no orphan may take queued tasks after its parent was killed
+    lifecycle.die_with_parent()  # no orphan may take queued tasks after its parent was killed
     os.environ.pop("MLFLOW_RUN_ID", None)  # the parent's run (under `mlflow run`) is not this process's run
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     mlflow.set_tracking_uri(tracking_uri)

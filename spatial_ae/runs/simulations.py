@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import mlflow
 
+from spatial_ae import lifecycle
 from spatial_ae.mlflow_io import tracking
 from spatial_ae.names import SIMULATION, SIMULATION_TAG, WORKFLOW_TAG
 from spatial_ae.runs import parallel
@@ -165,5 +166,5 @@ def run_groups(groups: dict[int, list[Simulation]], processes: int, spark_master
         raise
     finally:  # a worker that died (killed, out of memory) could not close its run
         for parent_run_id in parents:
-            tracking.close_running_children(parent_run_id, "KILLED" if interrupted else "FAILED")
+            lifecycle.close_running_children(parent_run_id, "KILLED" if interrupted else "FAILED")
     return outcomes

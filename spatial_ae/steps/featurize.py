@@ -17,7 +17,8 @@ import pandas as pd
 
 from spatial_ae.data import features
 from spatial_ae.mlflow_io import tracking
-from spatial_ae.data.corpus import SPLITS, TEST, TRAIN, UNLABELLED, Clip, Corpus, open_corpus
+from spatial_ae.data.corpus import SPLITS, TEST, TRAIN, UNLABELLED, Clip, Corpus
+from spatial_ae.data.sources import open_corpus
 from spatial_ae.errors import UserError
 from spatial_ae.method.metrics import check_word_metric_names
 from spatial_ae.settings import FeaturizeSettings
