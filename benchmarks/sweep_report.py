@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from spatial_ae.method.recipes import RECIPES, encoder_identity, resolve_recipe
+from spatial_ae.method.recipes import RECIPES, resolve_recipe
 from spatial_ae.steps.summarize import describe
 
 
@@ -31,9 +31,9 @@ def plain_autoencoder(recipe: str) -> str:
     no position head. Recipes whose plain AEs are one encoder share its name."""
     if recipe not in RECIPES:
         return "plain AE (standardised)"  # recipes of older sweeps: balanced-like
-    identity = encoder_identity(resolve_recipe(recipe, position_loss_weight=0.0))
+    identity = resolve_recipe(recipe, position_loss_weight=0.0).identity()
     for name, shared in (("paper inputs", "paper"), ("standardised", "balanced")):
-        if identity == encoder_identity(resolve_recipe(shared, position_loss_weight=0.0)):
+        if identity == resolve_recipe(shared, position_loss_weight=0.0).identity():
             return f"plain AE ({name})"
     return f"plain AE ({recipe})"
 

@@ -56,6 +56,14 @@ class Recipe:
         values = asdict(self)
         return {"recipe": values.pop("name"), **values}
 
+    def identity(self) -> dict:
+        """The options that decide the encoder: without a position head (weight 0) the recipe's name and its
+        position options do not, so the plain auto-encoders of `balanced` and `dtw` are one and the same."""
+        values = self.params()
+        if self.with_position:
+            return values
+        return {name: value for name, value in values.items() if name not in POSITION_OPTIONS}
+
 
 RECIPE_OPTIONS = tuple(spec.name for spec in fields(Recipe) if spec.name != "name")
 
@@ -85,17 +93,16 @@ class PretrainSettings:
     batch_size: int
     recipe: Recipe = Recipe()
 
+    def loop(self) -> dict:
+        """The training loop's settings: all but the recipe."""
+        return {spec.name: getattr(self, spec.name) for spec in fields(self) if spec.name != "recipe"}
+
     def params(self) -> dict:
-        values = {spec.name: getattr(self, spec.name) for spec in fields(self) if spec.name != "recipe"}
-        return values | self.recipe.params()
+        return self.loop() | self.recipe.params()
 
     def identity(self) -> dict:
-        """The settings that decide the encoder: without a position head (weight 0) the recipe's name and its
-        position options do not, so the plain auto-encoders of `balanced` and `dtw` are one and the same."""
-        values = self.params()
-        if self.recipe.with_position:
-            return values
-        return {name: value for name, value in values.items() if name not in POSITION_OPTIONS}
+        """The settings that decide the encoder (see `Recipe.identity`)."""
+        return self.loop() | self.recipe.identity()
 
 
 POSITION_OPTIONS = ("recipe", "standardize_positions", "position_features", "num_anchors", "balance_losses")
@@ -149,17 +156,13 @@ class SweepSettings:
     def params(self) -> dict:
         """As logged on the sweep's run: the shared settings, the grid's lists as given (`a,b,c`), the options
         given explicitly."""
-        shared = {name: value for name, value in self.pretrain.params().items() if name in _LOOP}
         evaluate = {name: value for name, value in self.evaluate.params().items() if name != "labelled_per_word"}
         grid = {"recipes": self.recipes, "position_loss_weights": self.position_loss_weights,
                 "labelled_per_word": self.labelled_per_word}
-        return (self.featurize.params() | shared | evaluate | {name: _listed(values) for name, values in grid.items()}
+        return (self.featurize.params() | self.pretrain.loop() | evaluate | {name: _listed(values) for name, values in grid.items()}
                 | dict(self.given) | {"num_simulations": self.num_simulations,
                                       "parallel_simulations": self.parallel_simulations,
                                       "results_path": self.results_path})
-
-
-_LOOP = ("ae_epochs", "ae_min_epochs", "patience", "optimizer", "batch_size")  # PretrainSettings less the recipe
 
 
 def _listed(values: tuple) -> str:

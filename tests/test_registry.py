@@ -47,7 +47,7 @@ def test_the_pinned_requirements_hold_every_package_the_registered_models_import
                                "print('\\n'.join(m.__file__ for n, m in sys.modules.items() "
                                "if n.startswith('spatial_ae') and getattr(m, '__file__', None)))"],
         capture_output=True, text=True, check=True).stdout.split()
-    assert any(path.endswith("encoder_model.py") for path in loaded) and any(p.endswith("features.py") for p in loaded)
+    assert any(path.endswith("pyfunc.py") for path in loaded) and any(p.endswith("features.py") for p in loaded)
     pinned = {normalized(pin.split("==")[0]) for pin in pinned_requirements()}
     distributions = importlib.metadata.packages_distributions()
     for module_file in loaded:

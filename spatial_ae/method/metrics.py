@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from spatial_ae.names import KWS, MODELS
+
 
 @dataclass
 class ClassificationReport:
@@ -69,7 +71,7 @@ def metric_safe(name: str) -> str:
 
 PER_WORD = "per_word/"  # the prefix of the per-word metrics
 MAX_METRIC_NAME = 250  # MLflow's limit on a metric name
-MODEL_PREFIXES = ("embedding_dnn", "mfcc_cnn", "mfcc_dnn", "kws")  # the prefixes of `summary_metrics`
+MODEL_PREFIXES = (*MODELS, KWS)  # the prefixes of `summary_metrics`
 LONGEST_PER_WORD = "_precision_"
 
 

@@ -19,14 +19,16 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from spatial_ae.names import EMBEDDING_DNN, MFCC_CNN
+
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT_ID = "0"  # MLflow's "Default"
 NOTE_TAG = "mlflow.note.content"  # the description the UI shows (runs and experiments)
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 UI_VIEW = "headline"  # the runs-table view saved on the experiment (tag mlflow.sharedViewState.<UI_VIEW>)
-HEADLINE_METRICS = ("mean_embedding_dnn_accuracy", "mean_mfcc_cnn_accuracy", "mean_accuracy_difference",
-                    "embedding_dnn_accuracy", "mfcc_cnn_accuracy", "embedding_dnn_validation_accuracy")
+HEADLINE_METRICS = (f"mean_{EMBEDDING_DNN}_accuracy", f"mean_{MFCC_CNN}_accuracy", "mean_accuracy_difference",
+                    f"{EMBEDDING_DNN}_accuracy", f"{MFCC_CNN}_accuracy", f"{EMBEDDING_DNN}_validation_accuracy")
 HEADLINE_PARAMS = ("recipe",)  # few columns: the UI shows them (in its own order) beside the run names
 DESCRIPTION = """Spatial AE (Humayun et al. 2021) on the dataset `{dataset}`.
 

@@ -92,14 +92,13 @@ def evaluate_encoder(feature_set: FeatureSet, encoder_uri: str, settings: Evalua
     labels = feature_set.labels
 
     inputs = {EMBEDDINGS: embeddings, MFCC: feature_set.mfcc}
-    epochs = {"dnn_epochs": settings.dnn_epochs, "cnn_epochs": settings.cnn_epochs}
 
     def train_model(spec: ModelSpec) -> ClassificationReport:
         seed_everything(seed)
         model = spec.build(input_dim=inputs[spec.inputs].shape[1], num_classes=num_classes)
         optimizer = training.optimizer(spec.optimizer)
         x = standardized_mfcc(inputs[spec.inputs], train) if spec.standardize else inputs[spec.inputs]
-        return train_and_test(model, optimizer, x, labels, train, stop, test, epochs[spec.epochs], settings.patience,
+        return train_and_test(model, optimizer, x, labels, train, stop, test, getattr(settings, spec.epochs), settings.patience,
                               feature_set.words, spec.name)
 
     own = {spec.name: train_model(spec) for spec in CATALOGUE if not spec.baseline}

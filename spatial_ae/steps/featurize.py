@@ -21,11 +21,11 @@ from spatial_ae.data.corpus import SPLITS, TEST, TRAIN, UNLABELLED, Clip, Corpus
 from spatial_ae.data.sources import open_corpus
 from spatial_ae.errors import UserError
 from spatial_ae.method.metrics import check_word_metric_names
+from spatial_ae.names import FEATURES_DIR, REUSED_RUN_TAG
 from spatial_ae.settings import FeaturizeSettings
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_DIR = "features"
 FORMAT_VERSION = "1"
 
 
@@ -67,7 +67,7 @@ class FeatureSet:
 def load_feature_set(featurize_run_id: str) -> FeatureSet:
     """The features logged by a finished featurize run."""
     tracking.get_finished_run(featurize_run_id, "featurize")
-    return FeatureSet.load(tracking.download_run_artifacts(featurize_run_id, ARTIFACT_DIR))
+    return FeatureSet.load(tracking.download_run_artifacts(featurize_run_id, FEATURES_DIR))
 
 
 def select_clips(corpus: Corpus, unlabeled_set_size: int, lbl_trai_size: int, lbl_test_size: int,
@@ -197,13 +197,13 @@ def _log_feature_set(corpus: Corpus, feature_set: FeatureSet, skipped: list[tupl
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / ARTIFACT_DIR
+        folder = Path(tmp) / FEATURES_DIR
         feature_set.save(folder)
         counts.to_csv(folder / "counts_per_word.csv", index=False)
         pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(folder / "skipped_clips.csv", index=False)
         (folder / "warnings.txt").write_text("".join(f"{w}\n" for w in warnings))
-        mlflow.log_artifacts(str(folder), ARTIFACT_DIR)
-        tracking.log_folder_digest(folder, ARTIFACT_DIR)  # checked by every cached copy
+        mlflow.log_artifacts(str(folder), FEATURES_DIR)
+        tracking.log_folder_digest(folder, FEATURES_DIR)  # checked by every cached copy
 
 
 def _note_reuse_in_project_run(params: dict, reused_run_id: str) -> None:
@@ -211,5 +211,5 @@ def _note_reuse_in_project_run(params: dict, reused_run_id: str) -> None:
     if os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None:
         with mlflow.start_run() as run:
             tracking.log_params(run, params)  # keeps what `mlflow run` logged ('false' for False)
-            mlflow.set_tags({"spatial_ae.reused_run_id": reused_run_id,
+            mlflow.set_tags({REUSED_RUN_TAG: reused_run_id,
                              "mlflow.note.content": f"Reused featurize run {reused_run_id}: same corpus and parameters."})
