@@ -67,7 +67,7 @@ def main() -> None:
     from spatial_ae.runs import spark
     from spatial_ae.steps.embed import embed
     from spatial_ae.data.features import featurize_files
-    from spatial_ae.params import parse_step_params
+    from spatial_ae.params import arguments
     from spatial_ae.data.synthetic import synthetic_corpus
     from spatial_ae.runs.workflow import main as run_main
 
@@ -87,7 +87,7 @@ def main() -> None:
 
     def embedded(master: str, name: str) -> float:
         output = embed(f"models:/{os.environ['SPATIAL_AE_ENCODER_NAME']}@champion", str(listing),
-                       str(folder / name), spark_master=master)
+                       str(folder / name), spark.cluster(master))
         run = mlflow.search_runs(filter_string="tags.`spatial_ae.step` = 'embed'", order_by=["start_time DESC"],
                                  max_results=1, output_format="list")[0]
         assert Path(output).exists()
@@ -96,17 +96,17 @@ def main() -> None:
     mlflow.set_experiment("local")
     results["featurize_here"] = clips_per_second(workers=0)
     results["featurize_pool_2"] = clips_per_second(workers=2)
-    local = run_main(**parse_step_params("main", raw | {"parallel_simulations": 2}))
+    local = run_main(**arguments("main", raw | {"parallel_simulations": 2}))
     results["simulations_pool_2"] = simulation_timing(local)
     results["embed_here"] = embedded("", "embed-here")
     for master, label in ((ONE, "1_executor"), (TWO, "2_executors")):
         started = time.monotonic()
-        spark.map_chunks(master, len, [("warm",)] * 4)  # start the cluster and its Python workers
+        spark.Cluster(master).map_chunks(len, [("warm",)] * 4)  # start the cluster and its Python workers
         results[f"cluster_start_{label}_s"] = time.monotonic() - started
-        results[f"featurize_{label}"] = clips_per_second(spark_master=master)
+        results[f"featurize_{label}"] = clips_per_second(map_chunks=spark.Cluster(master).map_chunks)
         results[f"embed_{label}"] = embedded(master, f"embed-{label}")
     mlflow.set_experiment("spark")
-    on_spark = run_main(**parse_step_params("main", raw | {"spark_master": TWO}))
+    on_spark = run_main(**arguments("main", raw | {"spark_master": TWO}))
     results["simulations_local_cluster_2"] = simulation_timing(on_spark)
     results["ratios"] = {
         "featurize_2_vs_1_executor": results["featurize_2_executors"] / results["featurize_1_executor"],

@@ -62,7 +62,7 @@ def run_one(path: str, folder: Path, raw: dict) -> dict:
 
     from spatial_ae.data import features
     from spatial_ae.method import training
-    from spatial_ae.params import parse_step_params
+    from spatial_ae.params import arguments
     from spatial_ae.mlflow_io.tracking import simulation_runs
     from spatial_ae.runs.workflow import main
 
@@ -78,7 +78,7 @@ def run_one(path: str, folder: Path, raw: dict) -> dict:
     os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     start = time.perf_counter()
-    parent_id = main(**parse_step_params("main", raw | {"results_path": str(folder / "results")}))
+    parent_id = main(**arguments("main", raw | {"results_path": str(folder / "results")}))
     total = time.perf_counter() - start
     featurize = client.search_runs([experiment_id], "tags.`spatial_ae.step` = 'featurize'")[0]
     featurize_s = (featurize.info.end_time - featurize.info.start_time) / 1000

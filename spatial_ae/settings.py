@@ -68,8 +68,15 @@ class Recipe:
 RECIPE_OPTIONS = tuple(spec.name for spec in fields(Recipe) if spec.name != "name")
 
 
+class _Flat:
+    """Settings whose fields are all parameters: `params()` is their name -> value dict."""
+
+    def params(self) -> dict:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
-class FeaturizeSettings:
+class FeaturizeSettings(_Flat):
     """Which clips of which corpus are featurized."""
     dataset: str
     unlabeled_set_size: int
@@ -78,9 +85,6 @@ class FeaturizeSettings:
     synthetic_clips_per_word: int = 100
     seed: int = 0
     include_unknown_silence: bool = False
-
-    def params(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -109,16 +113,13 @@ POSITION_OPTIONS = ("recipe", "standardize_positions", "position_features", "num
 
 
 @dataclass(frozen=True)
-class EvaluateSettings:
+class EvaluateSettings(_Flat):
     """How the classifiers are trained on each simulation's labelled sample."""
     dnn_epochs: int
     cnn_epochs: int
     patience: int
     lbl_trai_size: int
     labelled_per_word: int = 0
-
-    def params(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
