@@ -6,5 +6,5 @@ import os
 __version__ = "0.1.0"
 
 # MLflow's usage telemetry off unless the user sets it: every worker process would otherwise start a thread that
-# contacts mlflow.org, and on an offline machine that thread crashed a test process (segfault in getaddrinfo).
+# contacts mlflow.org, network work the experiments do not need and that can fail on offline machines.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

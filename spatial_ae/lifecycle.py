@@ -214,12 +214,12 @@ def die_with_launcher() -> None:
     """Stop this step (SIGTERM: its runs end KILLED) when the process that launched it dies.
 
     Under `mlflow run` the step is a child of the `mlflow run` CLI (through `bash -c`, which execs a single command),
-    and that CLI cancels its entry point only on Ctrl-C (KeyboardInterrupt in mlflow.projects.run ->
-    LocalSubmittedRun.cancel); SIGTERM (or SIGKILL) ends the CLI at once and left the step training, reparented,
-    for minutes. So, when launched by `mlflow run` (MLFLOW_RUN_ID set), or with SPATIAL_AE_DIE_WITH_PARENT=1, the
-    parent is watched (prctl PR_SET_PDEATHSIG on Linux, and polling), and so is the grandparent when the parent is
-    a shell that did not exec (an activation command, `... && python -m spatial_ae`). Not otherwise: a step
-    started with `nohup ... &` must outlive its shell. SPATIAL_AE_DIE_WITH_PARENT=0 turns the watch off."""
+    and that CLI cancels its entry point only on Ctrl-C; SIGTERM (or SIGKILL) ends the CLI at once and would leave
+    the step training, reparented. So, when launched by `mlflow run` (MLFLOW_RUN_ID set), or with
+    SPATIAL_AE_DIE_WITH_PARENT=1, the parent is watched (prctl PR_SET_PDEATHSIG on Linux, and polling), and so is
+    the grandparent when the parent is a shell that did not exec (an activation command,
+    `... && python -m spatial_ae`). Not otherwise: a step started with `nohup ... &` must outlive its shell.
+    SPATIAL_AE_DIE_WITH_PARENT=0 turns the watch off."""
     setting = os.environ.get(LAUNCHER_WATCH_VARIABLE, "").strip()
     if setting == "0" or (setting != "1" and not os.environ.get("MLFLOW_RUN_ID")):
         return

@@ -22,11 +22,11 @@ _SHORT_DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MU
 
 # Limits on what a clip may be: files are opened only when regular and at most MAX_FILE_BYTES (a 1 s clip
 # is ~32 kB; 256 MB is ~2 h of 16 kHz 16-bit mono), only ~1.1 s of audio is read, and the header's rate is
-# checked before reading or resampling (4294967291 Hz made resampling raise MemoryError, 4000037 Hz took 29 s).
+# checked before reading or resampling (an absurd rate would make resampling exhaust memory or run for long).
 MAX_FILE_BYTES = 256 * 2 ** 20
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000
 MAX_CHANNELS = 64
-# Finite samples larger than this are not audio (1e20 gave NaN embeddings); float audio is about [-1, 1].
+# Finite samples larger than this are not audio (they give NaN embeddings); float audio is about [-1, 1].
 MAX_ABS_SAMPLE = 1e3
 _HEADER_BYTES = 64 * 1024  # first read: the RIFF header and the usual metadata chunks before `data`
 _MAX_RESAMPLE_DENOMINATOR = 1000  # 44.1 kHz is 160/441, exact; odd rates (e.g. 383999 Hz) are approximated
@@ -39,8 +39,9 @@ class AudioError(ValueError):
 def load_clip(path) -> np.ndarray:
     """Read a WAV file as float32 (16000,): 16 kHz mono, first second, zero-padded.
 
-    Plain, complete 16-bit PCM WAVs are parsed with numpy (4x faster); anything
-    else goes through soundfile (24/32-bit PCM, float, extensible headers...).
+    Plain, complete 16-bit PCM WAVs are parsed with numpy, skipping libsndfile's
+    per-file overhead; anything else goes through soundfile (24/32-bit PCM, float,
+    extensible headers...).
     The scale is libsndfile's (int16 / 32768 for 16-bit PCM), i.e. the values
     ``librosa.load(path, sr=None)`` returns for a 16 kHz file. Raises AudioError.
 
@@ -144,7 +145,8 @@ def to_clip(samples: np.ndarray, sample_rate: int, source: str = "<array>",
     if sample_rate != SAMPLE_RATE:
         from scipy.signal import resample_poly  # imported on demand: scipy.signal loads slowly
 
-        # Exact for the usual rates; a bounded filter for odd ones (gcd 1 made 383999 Hz take 3 s).
+        # Exact for the usual rates; a bounded filter for odd ones (an exact ratio with a large denominator
+        # would make a very long filter).
         ratio = Fraction(SAMPLE_RATE, sample_rate).limit_denominator(_MAX_RESAMPLE_DENOMINATOR)
         samples = resample_poly(samples, ratio.numerator, ratio.denominator)
         samples = samples.astype(np.float32, copy=False)

@@ -67,7 +67,7 @@ _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
 # it afterwards; the copy is made once per process.  The lock serialises sessions.
 _lock = threading.RLock()
 _library_copy: pathlib.Path | None = None
-_ESPEAK_PATH_LIMIT = 160  # N_PATH_HOME of eSpeak NG 1.52 on POSIX
+_ESPEAK_PATH_LIMIT = 160  # eSpeak NG's data-path buffer (N_PATH_HOME) on POSIX
 _chunks: list[np.ndarray] = []
 _libc = ctypes.CDLL(None) if os.name == "posix" else None
 if _libc is not None:
@@ -155,7 +155,7 @@ def _espeak_session():
 def synthesize_word(word: str, voice: str, pitch: int, rate: int) -> tuple[np.ndarray, int]:
     """Say ``word`` with an eSpeak voice such as ``"en-us+f2"``; return float32 mono and its rate.
 
-    Output depends only on the arguments (a fresh eSpeak is loaded for each call, ~7 ms).
+    Output depends only on the arguments (a fresh eSpeak is loaded for each call).
     """
     with _espeak_session() as say:
         return say(word, voice, pitch, rate)

@@ -4,9 +4,9 @@ Each dataset gets its own experiment, `spatial-ae-<dataset>` unless the paramete
 own `--experiment-name` / MLFLOW_EXPERIMENT_NAME / MLFLOW_EXPERIMENT_ID) names another. The experiment carries a
 description and a saved runs-table view of the headline metrics (`UI_VIEW`); `ui_url` opens it.
 
-MLflow 3.17's UI opens an experiment in the view of its sidebar switch (GenAI or Machine learning; GenAI unless
-the browser chose otherwise, or the URL says `workflowType=machine_learning`), not from the experiment tag
-`mlflow.experimentKind`, which it no longer reads; the tag is still set for tools and MLflow versions that do.
+The MLflow UI opens an experiment in the view of its sidebar switch (GenAI or Machine learning), or the one the
+URL names (`workflowType=machine_learning`, which `ui_url` adds), not the one of the experiment tag
+`mlflow.experimentKind`; the tag is still set for tools that read it.
 """
 from __future__ import annotations
 

@@ -71,7 +71,7 @@ def confined_loader(root):
             raise InputRefused(_PATH_REFUSED.format(path=shown))
         try:
             clip = load_clip(real)
-            if np.abs(clip).max() > MAX_ABS_SAMPLE:  # a float WAV of 1e20s: NaN embeddings otherwise
+            if np.abs(clip).max() > MAX_ABS_SAMPLE:  # not audio: its embeddings would be NaN
                 raise AudioError(f"clip {shown}: samples up to {float(np.abs(clip).max()):.3g}, not audio. "
                                  "Fix: scale it to [-1, 1] or re-export it as 16-bit PCM WAV.")
             return clip

@@ -48,7 +48,7 @@ def check_tracking_server() -> None:
 
 def check_artifact_location(experiment_id: str) -> None:
     """A local artifact folder that is not writable stops the command before its first run, with one error
-    (it gave a "disk I/O error" traceback per artifact and left runs RUNNING)."""
+    (rather than a "disk I/O error" traceback per artifact and runs left RUNNING)."""
     location = MlflowClient().get_experiment(experiment_id).artifact_location
     if location.startswith("file:"):
         folder = Path(urllib.parse.urlparse(location).path)
@@ -67,8 +67,8 @@ _prepared_stores: set[Path] = set()
 
 def prepare_sqlite_store(path: Path) -> None:
     """Check that the SQLite file and its folder are writable (one clear error rather than a traceback per write),
-    then create or migrate the store holding `<file>.lock`: two processes creating one store at once made one fail
-    in MLflow's schema migration ("table _alembic_tmp_metrics already exists")."""
+    then create or migrate the store holding `<file>.lock`: two processes creating one store at once would collide
+    in MLflow's schema migration."""
     path = path.resolve()
     if path in _prepared_stores:
         return
@@ -244,7 +244,7 @@ def _download_into(cache: Path, run_id: str, artifact_path: str) -> None:
 
 def _evict_cache(keep: Path) -> None:
     """Remove the least recently used run folders beyond the cache's bound (never `keep`, nor one used in the last
-    CACHE_IN_USE_SECONDS: summarizing 10 simulations evicted the first ones' folders before it read them)."""
+    CACHE_IN_USE_SECONDS: a summary may download more runs' folders than the bound before it reads them all)."""
     limit = max(1, int(os.environ.get(CACHE_RUNS_VARIABLE) or CACHE_RUNS_DEFAULT))
     runs = sorted((p for p in artifact_cache().iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime,
                   reverse=True)

@@ -6,9 +6,10 @@ auto-encoders, weight 0, of recipes that differ only in their position options a
 baselines are trained once per (labelled size, simulation) and their metrics logged in every cell. With
 `parallel_simulations` > 1 (default: one worker process per core) worker k runs simulation k of every cell,
 so that reuse holds there too.
-Output, written to `results_path/<run name>-<id>/` (`results_path/latest` names the newest) and logged on the sweep's run: `sweep.csv` (one row per recipe, weight,
-labelled_per_word, simulation and model, with its accuracy) and `label_efficiency.png` (mean accuracy
-against labelled clips per word with 95% t confidence bands over the simulations).
+Output, written to `results_path/<run name>-<id>/` (`results_path/latest` names the newest) and logged on the
+sweep's run: `sweep.csv` (one row per recipe, weight, labelled_per_word, simulation and model, with its accuracy)
+and `label_efficiency.png` (mean accuracy against labelled clips per word with 95% t confidence bands over the
+simulations).
 """
 from __future__ import annotations
 

@@ -392,7 +392,7 @@ def _write_text(path: Path, text: str) -> Path:
 @contextlib.contextmanager
 def _atomic_path(path: Path) -> Iterator[Path]:
     """A temporary file beside `path` that replaces it once written; removed on error. Created with mode 0666 less
-    the umask, as `open` creates files (mkstemp's 0600 left the results readable by their owner alone)."""
+    the umask, as `open` creates files (mkstemp's 0600 would leave the results readable by their owner alone)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
