@@ -273,9 +273,9 @@ def _cluster(master: str):
     """The Spark cluster of a spark_master parameter (runs.spark.Cluster, checked), None for an empty one."""
     if not master:
         return None
-    from spatial_ae.runs.spark import Cluster
+    from spatial_ae.runs.spark import cluster
 
-    return Cluster(master)
+    return cluster(master)
 
 
 SETTINGS_STEPS = ("featurize", "pretrain", "evaluate", "main", "sweep")

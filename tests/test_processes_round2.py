@@ -169,7 +169,7 @@ def test_a_read_only_artifact_folder_stops_before_the_first_run(sqlite_tracking,
     assert not mlflow.search_runs(search_all_experiments=True, output_format="list")
 
 
-# Item 11 (parent-death watch of the step under `mlflow run`, spatial_ae/cli.py:die_with_launcher).
+# Item 11 (parent-death watch of the step under `mlflow run`, spatial_ae/lifecycle.py:die_with_launcher).
 
 def child_pids(pid: int) -> list[int]:
     try:
@@ -180,7 +180,7 @@ def child_pids(pid: int) -> list[int]:
 
 def test_step_stops_when_the_mlflow_run_cli_is_sigtermed(sqlite_tracking, small_synthetic_corpus, tmp_path):
     """Item 11: SIGTERM to the `mlflow run` CLI (which exits without cancelling its entry point) must not leave
-    `python -m spatial_ae main` training as an orphan: it stops within seconds and its run ends KILLED."""
+    `python entrypoints/main.py` training as an orphan: it stops within seconds and its run ends KILLED."""
     from mlflow.tracking import MlflowClient
 
     params = dict(dataset="synthetic", unlabeled_set_size=240, lbl_trai_size=30, lbl_test_size=60,
@@ -198,7 +198,7 @@ def test_step_stops_when_the_mlflow_run_cli_is_sigtermed(sqlite_tracking, small_
         while time.monotonic() < deadline:  # until the entry point trains its first simulation
             assert cli.poll() is None, "mlflow run ended before the entry point trained"
             step = step or next((p for p in child_pids(cli.pid)
-                                 if b"spatial_ae" in open(f"/proc/{p}/cmdline", "rb").read()), None)
+                                 if b"entrypoints/main.py" in open(f"/proc/{p}/cmdline", "rb").read()), None)
             if step and client.search_runs([sqlite_tracking["experiment_id"]],
                                            "tags.`spatial_ae.step` = 'simulation' and attributes.status = 'RUNNING'"):
                 break

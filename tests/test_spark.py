@@ -231,7 +231,8 @@ def test_featurize_on_spark_equals_local(cluster, small_synthetic_corpus, tmp_pa
     np.testing.assert_allclose(there.mel, here.mel, rtol=1e-6, atol=1e-8)
     assert [name for name, _ in there.errors] == [name for name, _ in here.errors] == \
         [str(tmp_path / "empty.wav"), str(tmp_path / "text.wav")]
-    active = featurize_files(files[:8], chunk_size=4, progress=False, map_chunks=spark.Cluster("active").map_chunks)  # the running session
+    active = featurize_files(files[:8], chunk_size=4, progress=False,
+                             map_chunks=spark.Cluster("active").map_chunks)  # the running session
     np.testing.assert_allclose(active.mfcc, here.mfcc[:8], rtol=1e-6, atol=1e-5)
 
 

@@ -255,11 +255,8 @@ def close_lost_attempts(parent_run_ids: list[str], index: int, attempt: int) -> 
 
 @dataclass(frozen=True)
 class Cluster:
-    """The Spark cluster `master` that a step hands its parallel work to; checked when made, before any work."""
+    """The Spark cluster `master` that a step hands its parallel work to (`cluster` makes it checked)."""
     master: str
-
-    def __post_init__(self):
-        check(self.master)
 
     def map_chunks(self, function: Callable, chunks: list[tuple]) -> list:
         """[function(*chunk) for chunk in chunks], one Spark task per chunk, in order (featurize's chunks)."""
@@ -296,8 +293,12 @@ class Cluster:
 
 
 def cluster(master: str) -> Cluster | None:
-    """The cluster of a `spark_master` parameter; None (work here) for an empty one."""
-    return Cluster(master) if master else None
+    """The cluster of a `spark_master` parameter, checked before any work (`check`); None (work here) for an
+    empty one."""
+    if not master:
+        return None
+    check(master)
+    return Cluster(master)
 
 
 def _read_clips(batches):
