@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from spatial_ae.errors import UserError
 from spatial_ae.names import ACCURACY_TAG, CI_TAG, SELECTION_TAG
+from spatial_ae.settings import RECIPE_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,7 @@ KWS_DESCRIPTION = ("Keyword spotter: a registered Spatial AE encoder and a DNN c
                    "`confidence` (its softmax probability), one row per clip.\n\nAliases: `champion`, `newest`.")
 CARD_SECTIONS = {  # model card section -> the version tags it shows
     "Data": ("dataset", "featurize_run_id", "data_dir", "words"),
-    "Recipe": ("recipe", "standardize_inputs", "standardize_positions", "position_features", "num_anchors",
-               "position_loss_weight", "balance_losses", "embedding_dim", "augment_shifts", "extra_unlabelled",
-               "seed", "encoder_uri", "encoder_version_uri"),
+    "Recipe": ("recipe", *RECIPE_OPTIONS, "seed", "encoder_uri", "encoder_version_uri"),
     "Accuracy": (ACCURACY_TAG, SELECTION_TAG, CI_TAG),
     "Runs": ("pretrain_run_id", "kws_run_id", "keras_model_uri"),
 }
