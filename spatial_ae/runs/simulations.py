@@ -147,8 +147,8 @@ def run_groups(groups: dict[int, list[Simulation]], processes: int, spark_master
         outcomes.extend(found)
         progress.finished(failures=sum(outcome.failure is not None for outcome in found))
 
-    log.info("running %d tasks of simulations %s", len(groups),
-             f"on Spark {spark_master}" if spark_master else f"in {processes} worker processes")
+    log.info("running %d simulations as %d tasks %s", sum(map(len, groups.values())), len(groups),
+             f"on Spark {spark_master}" if spark_master else f"of {processes} worker processes")
     parents = sorted({simulation.parent_run_id for group in groups.values() for simulation in group})
     tasks = {index: (group,) for index, group in groups.items()}
     interrupted = False
