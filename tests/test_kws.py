@@ -9,6 +9,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile
 from mlflow.tracking import MlflowClient
 
 from spatial_ae.cli import main as cli_main
@@ -100,10 +101,13 @@ def test_keyword_spotter_on_fsdd_digits(sqlite_tracking, speech_commands_sample,
     for name in ("3_theo_40.wav", "7_yweweler_41.wav", "9_george_42.wav"):
         shutil.copy(fsdd / "recordings" / name, new_clips / name)
     (new_clips / "empty.wav").write_bytes(b"")
+    soundfile.write(new_clips / "loud.wav", np.full(16000, 1e20, np.float32), 16000, subtype="FLOAT")  # not audio
     output = predict_keywords("models:/spatial-ae-kws@champion", str(new_clips), str(tmp_path / "out.csv"))
     predictions = pd.read_csv(output)
     assert list(predictions.columns) == ["file", "word", "confidence"] and len(predictions) == 3
     assert predictions["word"].isin(DIGITS).all() and predictions["confidence"].between(0, 1).all()
+    predict_run = mlflow.search_runs(filter_string="tags.`spatial_ae.step` = 'predict'", output_format="list")[0]
+    assert predict_run.data.metrics["skipped_clips"] == 2  # the empty file and the loud one, not the batch
 
 
 def test_plain_folder_is_split_per_word_and_unreadable_clips_are_skipped(fsdd, tmp_path):

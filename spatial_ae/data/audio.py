@@ -36,7 +36,7 @@ class AudioError(ValueError):
     """A clip that cannot be used; the message names the file and the fix."""
 
 
-def load_clip(path) -> np.ndarray:
+def load_clip(path, max_abs: float | None = None) -> np.ndarray:
     """Read a WAV file as float32 (16000,): 16 kHz mono, first second, zero-padded.
 
     Plain, complete 16-bit PCM WAVs are parsed with numpy, skipping libsndfile's
@@ -47,7 +47,8 @@ def load_clip(path) -> np.ndarray:
 
     Only regular files of at most MAX_FILE_BYTES are opened (no FIFO, device or folder),
     only the header and about 1.1 s of audio are read, and the header's sample rate
-    must be within MIN_SAMPLE_RATE..MAX_SAMPLE_RATE before any sample is read.
+    must be within MIN_SAMPLE_RATE..MAX_SAMPLE_RATE before any sample is read. `max_abs`: as `to_clip`'s
+    (what the encoder takes: MAX_ABS_SAMPLE), so that a caller skips such a file as it skips an unreadable one.
     """
     path = Path(path)
     try:
@@ -68,7 +69,7 @@ def load_clip(path) -> np.ndarray:
             raise AudioError(f"clip {path}: cannot be read ({error.strerror}). Fix: check the file.") from None
         if pcm16 is not None:  # fast path, same values as soundfile (int16 / 32768)
             samples, sample_rate = pcm16
-            return to_clip(samples, sample_rate, source=str(path))
+            return to_clip(samples, sample_rate, source=str(path), max_abs=max_abs)
         try:
             file.seek(0)
             with soundfile.SoundFile(file) as wav:
@@ -86,7 +87,7 @@ def load_clip(path) -> np.ndarray:
         except (RuntimeError, ValueError, TypeError, OSError, soundfile.LibsndfileError) as error:
             reason = getattr(error, "error_string", None) or str(error)  # not "Error opening <fd 14>"
             raise AudioError(f"clip {path}: not a readable WAV file ({reason}). {_REEXPORT_FIX}") from None
-    return to_clip(samples, sample_rate, source=str(path))
+    return to_clip(samples, sample_rate, source=str(path), max_abs=max_abs)
 
 
 def _check_regular_file(info: os.stat_result, path: Path) -> int:

@@ -266,7 +266,7 @@ class Cluster:
 
     def embed_files(self, encoder_uri: str, files: list[str], words: list[str] | None,
                     output: str) -> list[tuple[str, str]]:
-        """The embed step on Spark: executors read the clips (mapInPandas, embed.read_clip) and embed them with
+        """The embed step on Spark: executors read the clips (mapInPandas, audio.load_clip) and embed them with
         `mlflow.pyfunc.spark_udf` (EMBED_BATCH clips per call); Parquet written to `output`. Returns the skipped
         clips (path, reason)."""
         import mlflow.pyfunc
@@ -305,14 +305,13 @@ def _read_clips(batches):
     """mapInPandas: each path's 16 kHz clip, or zeros and the reason it could not be read."""
     import numpy as np
 
-    from spatial_ae.data.audio import CLIP_SAMPLES, AudioError
-    from spatial_ae.steps.embed import read_clip
+    from spatial_ae.data.audio import CLIP_SAMPLES, MAX_ABS_SAMPLE, AudioError, load_clip
 
     for batch in batches:
         samples, errors = [], []
         for path in batch["path"]:
             try:
-                samples.append(read_clip(path))
+                samples.append(load_clip(path, max_abs=MAX_ABS_SAMPLE))
                 errors.append(None)
             except AudioError as error:
                 samples.append(np.zeros(CLIP_SAMPLES, np.float32))

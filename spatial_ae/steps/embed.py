@@ -54,15 +54,6 @@ def corpus_files(corpus: str) -> tuple[list[str], list[str] | None]:
     return files, None
 
 
-def read_clip(path: str) -> np.ndarray:
-    """The 16 kHz clip of a file, or AudioError; samples the encoder would refuse are refused here, per clip."""
-    clip = load_clip(path)
-    if np.abs(clip).max() > MAX_ABS_SAMPLE:
-        raise AudioError(f"clip {path}: samples up to {float(np.abs(clip).max()):.3g}, not audio. Fix: scale it to "
-                         f"[-1, 1] or re-export it as 16-bit PCM WAV")
-    return clip
-
-
 def embed(encoder_uri: str, corpus: str, output_path: str, cluster=None) -> str:
     """Embed every readable clip of `corpus` with the encoder, write Parquet to `output_path` (returned).
     `cluster` (runs.spark.Cluster): its executors read and embed the clips."""
@@ -115,7 +106,7 @@ def _embed_here(model, files: list[str], words: list[str] | None, output: str) -
             rows, clips = [], []
             for row in range(start, min(start + BATCH, len(files))):
                 try:
-                    clips.append(read_clip(files[row]))
+                    clips.append(load_clip(files[row], max_abs=MAX_ABS_SAMPLE))
                     rows.append(row)
                 except AudioError as error:
                     log.warning("skipped %s", error)

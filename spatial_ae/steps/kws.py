@@ -22,7 +22,7 @@ import pandas as pd
 from spatial_ae.mlflow_io import registry
 from spatial_ae.mlflow_io import tracking
 from spatial_ae.method import training
-from spatial_ae.data.audio import AudioError, load_clip
+from spatial_ae.data.audio import MAX_ABS_SAMPLE, AudioError, load_clip
 from spatial_ae.data.corpus import LIST_FILES, TEST, TRAIN, UNLABELLED, read_corpus_dir
 from spatial_ae.errors import UserError
 from spatial_ae.method.metrics import check_word_metric_names
@@ -205,7 +205,7 @@ def predict_keywords(kws_uri: str, inputs, output_csv: str = "results/prediction
             readable, clips = [], []
             for file in files[start:start + PREDICT_BATCH]:
                 try:
-                    clips.append(load_clip(file))
+                    clips.append(load_clip(file, max_abs=MAX_ABS_SAMPLE))
                     readable.append(str(file.absolute()))
                 except AudioError as error:
                     log.warning("skipped %s", error)
