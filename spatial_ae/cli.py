@@ -10,6 +10,7 @@ import os
 import sys
 
 from spatial_ae.errors import UserError
+from spatial_ae.names import TENSORBOARD_VARIABLE
 from spatial_ae.lifecycle import run_guarded
 from spatial_ae.runs.parallel import configure_threads
 from spatial_ae.params import STEPS, ParameterError, parse_run_settings, parse_step_params, step_arguments
@@ -50,8 +51,6 @@ def apply_run_settings(settings: dict, dataset: str | None) -> str | None:
         if importlib.util.find_spec("tensorboard") is None:
             raise UserError("tensorboard=true needs the tensorboard package. Fix: pip install 'spatial_ae[tensorboard]' "
                             "(or pip install tensorboard), or leave tensorboard false")
-        from spatial_ae.method.training import TENSORBOARD_VARIABLE
-
         os.environ[TENSORBOARD_VARIABLE] = "1"
     if "experiment_name" not in settings:
         return None

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from spatial_ae.errors import SimulationsFailed, UserError
-from spatial_ae.names import PROCESS_TAG
+from spatial_ae.names import NOTE_TAG, PROCESS_TAG
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def close_runs_of_ended_processes(experiment_id: str) -> None:
         if _start_time(int(pid)) != started:  # gone, or the pid now belongs to another process
             log.warning("run %s (%s) was left RUNNING by process %s, which ended without closing it (a crash or "
                         "SIGKILL): marked FAILED", run.info.run_id, run.info.run_name, pid)
-            client.set_tag(run.info.run_id, "mlflow.note.content",
+            client.set_tag(run.info.run_id, NOTE_TAG,
                            f"Marked FAILED: process {pid} on {host} ended without closing this run (a crash or SIGKILL).")
             client.set_terminated(run.info.run_id, "FAILED")
 

@@ -11,6 +11,7 @@ KEY_TAG = "spatial_ae.key"  # the settings digest a finished run is reused by
 PROCESS_TAG = "spatial_ae.process"  # host:pid:start time of the process that ran the run
 INTERRUPTED_TAG = "spatial_ae.interrupted"  # "received signal N" on runs ended KILLED
 DIGEST_TAG = "spatial_ae.sha256."  # + artifact folder: digest of the folder as logged
+NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows, of runs and experiments
 REUSED_RUN_TAG = "spatial_ae.reused_run_id"  # on a featurize run that stands in for an earlier identical one
 
 # The workflow's runs: a main run, the parent of simulation runs
@@ -42,3 +43,6 @@ KWS = "kws"  # the keyword spotter's metric prefix (spatial_ae.steps.kws)
 # Artifact folders one step writes and another reads
 FEATURES_DIR = "features"  # a featurize run's feature set
 EVALUATION_DIR = "evaluation"  # an evaluate (simulation) run's tables, read by the summary
+
+# Environment variables a step sets for the processes it starts
+TENSORBOARD_VARIABLE = "SPATIAL_AE_TENSORBOARD"  # "1": TensorBoard logs of every fit (the tensorboard parameter)

@@ -26,12 +26,12 @@ import numpy as np
 
 from spatial_ae import lifecycle
 from spatial_ae.method import speed
+from spatial_ae.names import TENSORBOARD_VARIABLE
 
 log = logging.getLogger(__name__)
 
 TRAINING_PATHS = ("fast", "plain")
 TRAINING_PATH = os.environ.get("SPATIAL_AE_TRAINING", "fast")
-TENSORBOARD_VARIABLE = "SPATIAL_AE_TENSORBOARD"  # "1": TensorBoard logs of every fit (the tensorboard parameter)
 
 
 def _fast_path() -> bool:

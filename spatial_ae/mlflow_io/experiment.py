@@ -19,12 +19,11 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from spatial_ae.names import EMBEDDING_DNN, MFCC_CNN
+from spatial_ae.names import EMBEDDING_DNN, MFCC_CNN, NOTE_TAG
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT_ID = "0"  # MLflow's "Default"
-NOTE_TAG = "mlflow.note.content"  # the description the UI shows (runs and experiments)
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 UI_VIEW = "headline"  # the runs-table view saved on the experiment (tag mlflow.sharedViewState.<UI_VIEW>)
 HEADLINE_METRICS = (f"mean_{EMBEDDING_DNN}_accuracy", f"mean_{MFCC_CNN}_accuracy", "mean_accuracy_difference",
@@ -56,15 +55,15 @@ def use_experiment(experiment_name: str | None, dataset: str) -> str:
     the end, and fails on a deleted run)."""
     client = MlflowClient()
     project_run_id = os.environ.get("MLFLOW_RUN_ID")
-    chosen = (client.get_run(project_run_id).info.experiment_id if project_run_id
-              else os.environ.get("MLFLOW_EXPERIMENT_ID") or os.environ.get("MLFLOW_EXPERIMENT_NAME"))
+    project_experiment_id = client.get_run(project_run_id).info.experiment_id if project_run_id else None
+    chosen = project_experiment_id or os.environ.get("MLFLOW_EXPERIMENT_ID") or os.environ.get("MLFLOW_EXPERIMENT_NAME")
     if experiment_name or chosen in (None, DEFAULT_EXPERIMENT_ID):
         experiment_id = _get_or_create(client, experiment_name or default_name(dataset))
     elif project_run_id:
         experiment_id = chosen
     else:
         experiment_id = mlflow.tracking.fluent._get_experiment_id()
-    if project_run_id and client.get_run(project_run_id).info.experiment_id != experiment_id:
+    if project_run_id and project_experiment_id != experiment_id:
         _leave_project_run(client, project_run_id, experiment_id)
     os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
     os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
@@ -112,12 +111,15 @@ def _leave_project_run(client: MlflowClient, run_id: str, experiment_id: str) ->
 
 
 def describe(client: MlflowClient, experiment_id: str, dataset: str) -> None:
-    """The experiment's description (unless it has one), kind and saved headline view."""
+    """The experiment's description (unless it has one), kind and saved headline view; written only where the
+    experiment lacks them or differs, so that every command after the first writes nothing."""
     tags = client.get_experiment(experiment_id).tags
+    wanted = {KIND_TAG: KIND, f"mlflow.sharedViewState.{UI_VIEW}": json.dumps(headline_view())}
     if not tags.get(NOTE_TAG):
-        _set_experiment_tag(client, experiment_id, NOTE_TAG, DESCRIPTION.format(dataset=dataset))
-    _set_experiment_tag(client, experiment_id, KIND_TAG, KIND)
-    _set_experiment_tag(client, experiment_id, f"mlflow.sharedViewState.{UI_VIEW}", json.dumps(headline_view()))
+        wanted[NOTE_TAG] = DESCRIPTION.format(dataset=dataset)
+    for key, value in wanted.items():
+        if tags.get(key) != value:
+            _set_experiment_tag(client, experiment_id, key, value)
 
 
 def _set_experiment_tag(client: MlflowClient, experiment_id: str, key: str, value: str) -> None:

@@ -21,8 +21,9 @@ from mlflow.tracking import MlflowClient
 
 from spatial_ae import lifecycle
 from spatial_ae.errors import UserError
-from spatial_ae.names import (DIGEST_TAG, INTERRUPTED_TAG, KEY_TAG, PROCESS_TAG, SIMULATION, SIMULATION_TAG, STEP_TAG,
-                              WORKFLOW_TAG)
+from spatial_ae.mlflow_io.experiment import STEP_NOTES
+from spatial_ae.names import (DIGEST_TAG, INTERRUPTED_TAG, KEY_TAG, NOTE_TAG, PROCESS_TAG, SIMULATION, SIMULATION_TAG,
+                              STEP_TAG, WORKFLOW_TAG)
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +139,6 @@ def step_run(step: str, params: dict[str, Any], run_name: str | None = None, key
 
 def _note(step: str) -> dict[str, str]:
     """The description tag of a run of `step` (what the UI shows above its metrics)."""
-    from spatial_ae.mlflow_io.experiment import NOTE_TAG, STEP_NOTES
-
     return {NOTE_TAG: STEP_NOTES[step]} if step in STEP_NOTES else {}
 
 

@@ -239,7 +239,7 @@ def close_lost_attempts(parent_run_ids: list[str], index: int, attempt: int) -> 
     attempt of this task left them (Spark runs one attempt at a time, speculation off)."""
     from mlflow.tracking import MlflowClient
 
-    from spatial_ae.names import SIMULATION_TAG
+    from spatial_ae.names import NOTE_TAG, SIMULATION_TAG
 
     client = MlflowClient()
     for parent_run_id in parent_run_ids:
@@ -249,7 +249,7 @@ def close_lost_attempts(parent_run_ids: list[str], index: int, attempt: int) -> 
                 f"and tags.`{SIMULATION_TAG}` = '{index}'")):
             log.warning("run %s (%s) was left RUNNING by a lost Spark attempt: marked FAILED", run.info.run_id,
                         run.info.run_name)
-            client.set_tag(run.info.run_id, "mlflow.note.content", RETRY_NOTE.format(old=attempt - 1, new=attempt))
+            client.set_tag(run.info.run_id, NOTE_TAG, RETRY_NOTE.format(old=attempt - 1, new=attempt))
             client.set_terminated(run.info.run_id, "FAILED")
 
 

@@ -21,7 +21,7 @@ from spatial_ae.data.corpus import SPLITS, TEST, TRAIN, UNLABELLED, Clip, Corpus
 from spatial_ae.data.sources import open_corpus
 from spatial_ae.errors import UserError
 from spatial_ae.method.metrics import check_word_metric_names
-from spatial_ae.names import FEATURES_DIR, REUSED_RUN_TAG
+from spatial_ae.names import FEATURES_DIR, NOTE_TAG, REUSED_RUN_TAG
 from spatial_ae.settings import FeaturizeSettings
 
 log = logging.getLogger(__name__)
@@ -212,4 +212,4 @@ def _note_reuse_in_project_run(params: dict, reused_run_id: str) -> None:
         with mlflow.start_run() as run:
             tracking.log_params(run, params)  # keeps what `mlflow run` logged ('false' for False)
             mlflow.set_tags({REUSED_RUN_TAG: reused_run_id,
-                             "mlflow.note.content": f"Reused featurize run {reused_run_id}: same corpus and parameters."})
+                             NOTE_TAG: f"Reused featurize run {reused_run_id}: same corpus and parameters."})
