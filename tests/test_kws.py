@@ -13,9 +13,10 @@ import soundfile
 from mlflow.tracking import MlflowClient
 
 from spatial_ae.cli import main as cli_main
+from spatial_ae.data.audio import wav_files
 from spatial_ae.errors import UserError
 from spatial_ae.steps.evaluate import train_and_test
-from spatial_ae.steps.kws import KWS_NAME, input_files, load_labelled_set, predict_keywords, train_keyword_spotter
+from spatial_ae.steps.kws import KWS_NAME, load_labelled_set, predict_keywords, train_keyword_spotter
 from spatial_ae.method.models import build_mfcc_cnn
 from spatial_ae.params import arguments
 from spatial_ae.settings import FeaturizeSettings
@@ -139,7 +140,7 @@ def test_bad_inputs_name_the_path(tmp_path, capsys):
     with pytest.raises(UserError, match="at least two"):
         load_labelled_set(tmp_path / "only")
     with pytest.raises(UserError, match="has no .wav files"):
-        input_files(tmp_path / "empty")
+        wav_files(tmp_path / "empty")
     assert cli_main("predict", ["--inputs", str(tmp_path / "nowhere")]) == 2
     assert "nowhere does not exist" in capsys.readouterr().err
 

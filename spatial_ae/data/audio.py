@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from spatial_ae.errors import UserError
+
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = 16000
 
@@ -201,3 +203,21 @@ def _parse_pcm16_wav(head: bytes, size: int, file, path: Path) -> tuple[np.ndarr
             return samples.reshape(frames, channels), sample_rate
         position = body + chunk_size + (chunk_size & 1)
     return None
+
+
+def wav_files(inputs) -> list[Path]:
+    """The WAV files a user names: a file, a folder (its .wav files, recursively) or a list of files."""
+    if isinstance(inputs, (str, Path)):
+        path = Path(inputs).expanduser()
+        if not path.exists():
+            raise UserError(f"inputs {path} does not exist. Fix: pass -P inputs=<a .wav file or a folder of them>.")
+        if path.is_dir():
+            files = sorted(f for f in path.rglob("*") if f.suffix.lower() == ".wav" and f.is_file())
+            if not files:
+                raise UserError(f"folder {path} has no .wav files. Fix: pass a folder of WAV clips or one file.")
+            return files
+        return [path]
+    files = [Path(item).expanduser() for item in inputs]
+    if not files:
+        raise UserError("inputs is an empty list. Fix: pass WAV files or a folder of them.")
+    return files

@@ -10,9 +10,9 @@ import logging
 import os
 import tempfile
 import warnings
+from typing import TYPE_CHECKING
 from pathlib import Path
 
-import keras
 import mlflow
 import numpy as np
 from mlflow.models import ModelSignature, infer_signature
@@ -22,6 +22,9 @@ from mlflow.tracking import MlflowClient
 from spatial_ae.errors import UserError
 from spatial_ae.names import ACCURACY_TAG, CI_TAG, SELECTION_TAG
 from spatial_ae.settings import RECIPE_OPTIONS
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 

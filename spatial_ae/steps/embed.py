@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from spatial_ae.mlflow_io import tracking
-from spatial_ae.data.audio import MAX_ABS_SAMPLE, AudioError, load_clip
+from spatial_ae.data.audio import MAX_ABS_SAMPLE, AudioError, load_clip, wav_files
 from spatial_ae.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,9 @@ def check_embed_paths(corpus: str, output_path: str) -> None:
 def corpus_files(corpus: str) -> tuple[list[str], list[str] | None]:
     """The absolute WAV paths of a corpus and their words: a folder (searched recursively; a clip in
     <word>/... has that word) or a text file of paths (relative ones from its folder; no words)."""
-    from spatial_ae.steps.kws import input_files
-
     root = Path(corpus).expanduser().absolute()
     if root.is_dir():
-        files = input_files(root)
+        files = wav_files(root)
         parts = [file.relative_to(root).parts for file in files]
         words = [p[0] if len(p) > 1 else None for p in parts]
         return [str(file) for file in files], words if any(words) else None

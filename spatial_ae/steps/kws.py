@@ -22,7 +22,7 @@ import pandas as pd
 from spatial_ae.mlflow_io import registry
 from spatial_ae.mlflow_io import tracking
 from spatial_ae.method import training
-from spatial_ae.data.audio import MAX_ABS_SAMPLE, AudioError, load_clip
+from spatial_ae.data.audio import MAX_ABS_SAMPLE, AudioError, load_clip, wav_files
 from spatial_ae.data.corpus import LIST_FILES, TEST, TRAIN, UNLABELLED, read_corpus_dir
 from spatial_ae.errors import UserError
 from spatial_ae.method.metrics import check_word_metric_names
@@ -172,30 +172,12 @@ def _log_keyword_spotter(encoder: keras.Model, classifier: keras.Model, words: t
         return registry.log_audio_model("keyword_spotter", "keyword_spotter.py", files, registry.KWS_OUTPUTS)
 
 
-def input_files(inputs) -> list[Path]:
-    """The WAV files to predict: a file, a folder (its .wav files, recursively) or a list of files."""
-    if isinstance(inputs, (str, Path)):
-        path = Path(inputs).expanduser()
-        if not path.exists():
-            raise UserError(f"inputs {path} does not exist. Fix: pass -P inputs=<a .wav file or a folder of them>.")
-        if path.is_dir():
-            files = sorted(f for f in path.rglob("*") if f.suffix.lower() == ".wav" and f.is_file())
-            if not files:
-                raise UserError(f"folder {path} has no .wav files. Fix: pass a folder of WAV clips or one file.")
-            return files
-        return [path]
-    files = [Path(item).expanduser() for item in inputs]
-    if not files:
-        raise UserError("inputs is an empty list. Fix: pass WAV files or a folder of them.")
-    return files
-
-
 def predict_keywords(kws_uri: str, inputs, output_csv: str = "results/predictions.csv") -> Path:
     """Write `file, word, confidence` for every readable WAV of `inputs` to `output_csv`; unreadable ones are
     skipped and counted. Returns the CSV's path."""
     params = dict(kws_uri=kws_uri, inputs=inputs, output_csv=output_csv)
     tracking.check_tracking_server()
-    files = input_files(inputs)
+    files = wav_files(inputs)
     model = registry.load(kws_uri, mlflow.pyfunc.load_model,
                   "train one with `mlflow run . -e kws -P data_dir=...` or pass -P kws_uri=models:/spatial-ae-kws/N")
     output = Path(output_csv).expanduser().resolve()
