@@ -101,7 +101,7 @@ def main() -> None:
     results["embed_here"] = embedded("", "embed-here")
     for master, label in ((ONE, "1_executor"), (TWO, "2_executors")):
         started = time.monotonic()
-        spark.Cluster(master).map_chunks(len, [("warm",)] * 4)  # start the cluster and its Python workers
+        list(spark.Cluster(master).map_chunks(len, [("warm",)] * 4))  # start the cluster and its Python workers
         results[f"cluster_start_{label}_s"] = time.monotonic() - started
         results[f"featurize_{label}"] = clips_per_second(map_chunks=spark.Cluster(master).map_chunks)
         results[f"embed_{label}"] = embedded(master, f"embed-{label}")

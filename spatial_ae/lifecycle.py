@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from spatial_ae.errors import SimulationsFailed, UserError
-from spatial_ae.names import NOTE_TAG, PROCESS_TAG
+from spatial_ae.names import NOTE_TAG, PROCESS_TAG, SIMULATION_TAG
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,9 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_POLL_SECONDS = 1.0
 
 
+_WATCHED: set[int] = set()  # parents this process already watches
+
+
 def die_with_parent(parent_pid: int | None = None) -> None:
     """SIGTERM this process when its parent (by default the multiprocessing parent) dies, so that a worker whose
     `main` was SIGKILLed closes its run KILLED and exits instead of taking the queued simulations as an orphan.
@@ -190,6 +193,9 @@ def die_with_parent(parent_pid: int | None = None) -> None:
     if parent_pid is None:
         parent = multiprocessing.parent_process()
         parent_pid = parent.pid if parent is not None else os.getppid()
+    if parent_pid in _WATCHED:  # a reused worker (a Spark executor's Python) set up again for its next task
+        return
+    _WATCHED.add(parent_pid)
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
@@ -253,17 +259,22 @@ def _watch_grandparent(shell: int, launcher: int) -> None:
 
 # Runs their process could not close
 
-def close_running_children(parent_run_id: str, status: str) -> None:
-    """Mark the child runs of `parent_run_id` still RUNNING (their process died) as `status`."""
+def close_running_children(parent_run_id: str, status: str, simulation: int | None = None, note: str | None = None,
+                           left_by: str = "a worker process that stopped") -> None:
+    """Mark the child runs of `parent_run_id` still RUNNING (their process died) as `status`: all of them, or those
+    of one `simulation` index; `note` becomes their description."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
     parent = client.get_run(parent_run_id)
+    only = "" if simulation is None else f" and tags.`{SIMULATION_TAG}` = '{simulation}'"
     for run in client.search_runs([parent.info.experiment_id], max_results=10000,
                                   filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
-                                                f"and attributes.status = 'RUNNING'"):
-        log.warning("run %s (%s) was left running by a worker process that stopped: marked %s",
-                    run.info.run_id, run.info.run_name, status)
+                                                f"and attributes.status = 'RUNNING'{only}"):
+        log.warning("run %s (%s) was left running by %s: marked %s", run.info.run_id, run.info.run_name, left_by,
+                    status)
+        if note:
+            client.set_tag(run.info.run_id, NOTE_TAG, note)
         client.set_terminated(run.info.run_id, status)
 
 

@@ -24,6 +24,7 @@ from spatial_ae.data.features import mfcc_only
 
 AUDIO_ROOT_ENV = "SPATIAL_AE_AUDIO_ROOT"  # the folder served/loaded models may read WAV paths from; unset: none
 MAX_CLIPS, MAX_CLIPS_ENV = 1000, "SPATIAL_AE_MAX_CLIPS"  # clips per predict call
+CLIPS_PER_CALL = 256  # what our own callers (embed, predict, Spark) send per call: well under MAX_CLIPS
 MAX_SAMPLES, MAX_SAMPLES_ENV = 160_000, "SPATIAL_AE_MAX_SAMPLES"  # samples per clip (10 s at 16 kHz)
 _PATH_REFUSED = ("clip {path!r}: not an accepted audio file. Fix: pass a WAV file under the folder "
                  "the server allows (" + AUDIO_ROOT_ENV + "), or send the samples instead.")

@@ -245,10 +245,15 @@ def _evict_cache(keep: Path) -> None:
     """Remove the least recently used run folders beyond the cache's bound (never `keep`, nor one used in the last
     CACHE_IN_USE_SECONDS: a summary may download more runs' folders than the bound before it reads them all)."""
     limit = max(1, int(os.environ.get(CACHE_RUNS_VARIABLE) or CACHE_RUNS_DEFAULT))
-    runs = sorted((p for p in artifact_cache().iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime,
-                  reverse=True)
-    for old in [p for p in runs if p != keep][limit - 1:]:
-        if time.time() - old.stat().st_mtime > CACHE_IN_USE_SECONDS:
+    used = {}
+    for folder in artifact_cache().iterdir():
+        try:  # another process may remove a folder at any moment
+            if folder.is_dir() and folder != keep:
+                used[folder] = folder.stat().st_mtime
+        except OSError:
+            continue
+    for old in sorted(used, key=used.get, reverse=True)[limit - 1:]:
+        if time.time() - used[old] > CACHE_IN_USE_SECONDS:
             shutil.rmtree(old, ignore_errors=True)
 
 

@@ -21,11 +21,13 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 from urllib.parse import urlparse
 
+from spatial_ae import lifecycle
 from spatial_ae.runs import parallel
 from spatial_ae.errors import UserError
+from spatial_ae.mlflow_io.pyfunc import CLIPS_PER_CALL
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,6 @@ MASTER_FORMS = "local[2], local-cluster[2,1,1024], spark://host:7077, yarn, k8s:
 ACTIVE = "active"  # the session the environment provides: spark-submit --master ..., a Databricks cluster
 _ON_THIS_MACHINE = re.compile(r"local(\[(\*|\d+)(,\d+)?\])?|local-cluster\[\d+,\d+,\d+\]")
 SHIPPED_PREFIXES = ("SPATIAL_AE_", "MLFLOW_")  # the driver's settings the executors' tasks run with
-EMBED_BATCH = 256  # clips per encoder call (the registered encoder refuses more than SPATIAL_AE_MAX_CLIPS)
 RETRY_NOTE = ("Marked FAILED: Spark attempt {old} of this task was lost (its executor died or was killed); "
               "attempt {new} runs the simulation again.")
 
@@ -124,7 +125,7 @@ def session(master: str):
 
     if master == ACTIVE:  # spark-submit's or the platform's session and settings, as they are
         spark = SparkSession.builder.getOrCreate()
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(EMBED_BATCH))
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(CLIPS_PER_CALL))
         return spark
     active = SparkContext._active_spark_context
     if active is not None and active.master != master:
@@ -137,7 +138,7 @@ def session(master: str):
         os.environ.setdefault("SPARK_WORKER_DIR", str(Path(tempfile.gettempdir()) / f"spatial_ae-spark-{os.getuid()}"))
     spark = (SparkSession.builder.master(master).appName("spatial_ae")
              .config("spark.speculation", "false")  # never two attempts of one simulation at once
-             .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(EMBED_BATCH))
+             .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(CLIPS_PER_CALL))
              .config("spark.ui.showConsoleProgress", "false")
              .getOrCreate())
     spark.sparkContext.setLogLevel("WARN")
@@ -215,7 +216,6 @@ def _task(item: tuple, function: str, initializer: str, initargs: tuple, env: di
 
     index, arguments = item
     os.environ.update(env)
-    os.environ.pop("MLFLOW_RUN_ID", None)
     cpus = str(TaskContext.get().cpus())  # TensorFlow's pools sized to the task's share of the executor
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", cpus)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(min(2, int(cpus))))
@@ -236,21 +236,10 @@ def _task(item: tuple, function: str, initializer: str, initargs: tuple, env: di
 
 def close_lost_attempts(parent_run_ids: list[str], index: int, attempt: int) -> None:
     """Mark FAILED, with a note, the simulation runs `index` under `parent_run_ids` still RUNNING: an earlier
-    attempt of this task left them (Spark runs one attempt at a time, speculation off)."""
-    from mlflow.tracking import MlflowClient
-
-    from spatial_ae.names import NOTE_TAG, SIMULATION_TAG
-
-    client = MlflowClient()
+    attempt of this task left them (Spark runs one attempt at a time, speculation off; task k runs simulation k)."""
     for parent_run_id in parent_run_ids:
-        parent = client.get_run(parent_run_id)
-        for run in client.search_runs([parent.info.experiment_id], max_results=1000, filter_string=(
-                f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING' "
-                f"and tags.`{SIMULATION_TAG}` = '{index}'")):
-            log.warning("run %s (%s) was left RUNNING by a lost Spark attempt: marked FAILED", run.info.run_id,
-                        run.info.run_name)
-            client.set_tag(run.info.run_id, NOTE_TAG, RETRY_NOTE.format(old=attempt - 1, new=attempt))
-            client.set_terminated(run.info.run_id, "FAILED")
+        lifecycle.close_running_children(parent_run_id, "FAILED", simulation=index, left_by="a lost Spark attempt",
+                                         note=RETRY_NOTE.format(old=attempt - 1, new=attempt))
 
 
 @dataclass(frozen=True)
@@ -258,16 +247,18 @@ class Cluster:
     """The Spark cluster `master` that a step hands its parallel work to (`cluster` makes it checked)."""
     master: str
 
-    def map_chunks(self, function: Callable, chunks: list[tuple]) -> list:
-        """[function(*chunk) for chunk in chunks], one Spark task per chunk, in order (featurize's chunks)."""
+    def map_chunks(self, function: Callable, chunks: list[tuple]) -> Iterator:
+        """function(*chunk) for chunk in chunks, one Spark task per chunk, in order (featurize's chunks); the
+        results come back as they are read, never all of them in the driver at once."""
         context = session(self.master).sparkContext
         context.setJobDescription(f"spatial_ae: {len(chunks)} chunks")
-        return context.parallelize(chunks, max(1, len(chunks))).map(lambda chunk: function(*chunk)).collect()
+        results = context.parallelize(chunks, max(1, len(chunks))).map(lambda chunk: function(*chunk))
+        return results.toLocalIterator(prefetchPartitions=True)  # a chunk at a time, not all at once
 
     def embed_files(self, encoder_uri: str, files: list[str], words: list[str] | None,
                     output: str) -> list[tuple[str, str]]:
         """The embed step on Spark: executors read the clips (mapInPandas, audio.load_clip) and embed them with
-        `mlflow.pyfunc.spark_udf` (EMBED_BATCH clips per call); Parquet written to `output`. Returns the skipped
+        `mlflow.pyfunc.spark_udf` (CLIPS_PER_CALL clips per call); Parquet written to `output`. Returns the skipped
         clips (path, reason)."""
         import mlflow.pyfunc
         from pyspark import StorageLevel
@@ -275,7 +266,7 @@ class Cluster:
 
         spark = session(self.master)
         rows = list(zip(files, words or [None] * len(files)))
-        partitions = max(1, -(-len(rows) // EMBED_BATCH))
+        partitions = max(1, -(-len(rows) // CLIPS_PER_CALL))
         paths = spark.createDataFrame(spark.sparkContext.parallelize(rows, partitions), "path string, word string")
         clips = paths.mapInPandas(_read_clips, "path string, word string, samples array<float>, error string")
         encoder = mlflow.pyfunc.spark_udf(spark, encoder_uri, result_type="array<float>", env_manager="local")

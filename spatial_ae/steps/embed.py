@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from spatial_ae.mlflow_io import tracking
+from spatial_ae.mlflow_io.pyfunc import CLIPS_PER_CALL
 from spatial_ae.data.audio import MAX_ABS_SAMPLE, AudioError, load_clip, wav_files
 from spatial_ae.errors import UserError
 
 log = logging.getLogger(__name__)
 
-BATCH = 256  # clips per encoder call (the registered encoder refuses more than SPATIAL_AE_MAX_CLIPS, 1000)
 
 
 def check_embed_paths(corpus: str, output_path: str) -> None:
@@ -91,7 +91,7 @@ def embed(encoder_uri: str, corpus: str, output_path: str, cluster=None) -> str:
 
 
 def _embed_here(model, files: list[str], words: list[str] | None, output: str) -> list[tuple[str, str]]:
-    """The pyfunc in this process, BATCH clips per call, written as one Parquet file; returns the skipped clips."""
+    """The pyfunc in this process, CLIPS_PER_CALL clips per call, written as one Parquet file; returns the skipped clips."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -100,9 +100,9 @@ def _embed_here(model, files: list[str], words: list[str] | None, output: str) -
     Path(output).mkdir(parents=True, exist_ok=True)
     skipped = []
     with pq.ParquetWriter(Path(output) / "part-00000.parquet", schema) as writer:
-        for start in range(0, len(files), BATCH):
+        for start in range(0, len(files), CLIPS_PER_CALL):
             rows, clips = [], []
-            for row in range(start, min(start + BATCH, len(files))):
+            for row in range(start, min(start + CLIPS_PER_CALL, len(files))):
                 try:
                     clips.append(load_clip(files[row], max_abs=MAX_ABS_SAMPLE))
                     rows.append(row)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from spatial_ae.mlflow_io import registry
 from spatial_ae.mlflow_io import tracking
+from spatial_ae.mlflow_io.pyfunc import CLIPS_PER_CALL
 from spatial_ae.method import training
 from spatial_ae.data.audio import MAX_ABS_SAMPLE, AudioError, load_clip, wav_files
 from spatial_ae.data.corpus import LIST_FILES, TEST, TRAIN, UNLABELLED, read_corpus_dir
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 
 KWS_NAME = os.environ.get("SPATIAL_AE_KWS_NAME", "spatial-ae-kws")  # the registered keyword spotter
 STOP_FRACTION, TEST_FRACTION = 0.15, 0.15  # of each word's clips, for a folder without split lists
-PREDICT_BATCH = 256
 
 
 @dataclass
@@ -183,9 +183,9 @@ def predict_keywords(kws_uri: str, inputs, output_csv: str = "results/prediction
     output = Path(output_csv).expanduser().resolve()
     frames, skipped = [], []
     with tracking.step_run("predict", params, run_name="predict"):
-        for start in range(0, len(files), PREDICT_BATCH):
+        for start in range(0, len(files), CLIPS_PER_CALL):
             readable, clips = [], []
-            for file in files[start:start + PREDICT_BATCH]:
+            for file in files[start:start + CLIPS_PER_CALL]:
                 try:
                     clips.append(load_clip(file, max_abs=MAX_ABS_SAMPLE))
                     readable.append(str(file.absolute()))
