@@ -205,7 +205,8 @@ class FeatureTable:
 
 
 def _featurize_chunk(paths: list[str], keep_mel: np.ndarray):
-    """Read and featurize one chunk: (ok, [(index, reason)], mfcc (n, 640), mel (kept, 4096))."""
+    """Read and featurize one chunk: (ok, [(index, reason)], mfcc (n, 640), mel (kept, 4096)); a clip whose
+    MFCC is NaN or infinite (overflowing samples) is not ok, as an unreadable one is not."""
     clips = np.zeros((len(paths), CLIP_SAMPLES), dtype=np.float32)
     ok = np.zeros(len(paths), dtype=bool)
     errors = []
@@ -217,13 +218,17 @@ def _featurize_chunk(paths: list[str], keep_mel: np.ndarray):
             errors.append((index, str(error)))
     if ok.all() and keep_mel.all():  # the usual case: no row selection, no copies
         mfcc, mel = _features(clips, want_mfcc=True, want_mel=True)
-        return ok, errors, mfcc, mel
-    mfcc = np.zeros((len(paths), MFCC_DIM), dtype=np.float32)
-    mel = np.zeros((int(keep_mel.sum()), MEL_DIM), dtype=np.float32)
-    if ok.any():
-        mfcc[ok] = _features(clips[ok], want_mfcc=True, want_mel=False)[0]
-    if (ok & keep_mel).any():
-        mel[ok[keep_mel]] = _features(clips[ok & keep_mel], want_mfcc=False, want_mel=True)[1]
+    else:
+        mfcc = np.zeros((len(paths), MFCC_DIM), dtype=np.float32)
+        mel = np.zeros((int(keep_mel.sum()), MEL_DIM), dtype=np.float32)
+        if ok.any():
+            mfcc[ok] = _features(clips[ok], want_mfcc=True, want_mel=False)[0]
+        if (ok & keep_mel).any():
+            mel[ok[keep_mel]] = _features(clips[ok & keep_mel], want_mfcc=False, want_mel=True)[1]
+    for index in np.flatnonzero(ok & ~np.isfinite(mfcc).all(axis=1)):
+        ok[index] = False
+        errors.append((index, f"clip {paths[index]}: NaN or infinite features (samples overflow). "
+                              f"Fix: re-export or delete it; it was skipped."))
     return ok, errors, mfcc, mel
 
 

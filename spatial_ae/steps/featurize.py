@@ -165,16 +165,13 @@ def _compute(corpus: Corpus, clips: list[Clip], cluster=None) -> tuple[FeatureSe
 
 
 def _drop_non_finite(clips: list[Clip], table, is_unlabelled: np.ndarray) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """Usable rows and the skipped clips: unreadable ones, and those whose features are NaN or infinite
-    (overflowing samples) or, for unlabelled clips, whose mel energy is zero (digital silence: no position)."""
+    """Usable rows and the skipped clips: those `featurize_files` could not use (unreadable, or NaN or infinite
+    MFCC) and the unlabelled ones whose mel is not finite or has zero energy (digital silence: no position)."""
     ok = table.ok.copy()
     reasons = dict(table.errors)
     mel_ok = np.ones(len(clips), dtype=bool)
     mel_ok[is_unlabelled] = np.isfinite(table.mel).all(axis=1) & (table.mel.sum(axis=1, dtype=np.float64) > 0)
     fix = "Fix: re-export or delete it; it was skipped."
-    for index in np.flatnonzero(ok & ~np.isfinite(table.mfcc).all(axis=1)):
-        ok[index] = False
-        reasons[clips[index].path] = f"clip {clips[index].file}: NaN or infinite features (samples overflow). {fix}"
     for index in np.flatnonzero(ok & ~mel_ok):
         ok[index] = False
         reasons[clips[index].path] = (f"clip {clips[index].file}: silent or overflowing (mel energy "
