@@ -9,7 +9,8 @@ from scipy.spatial.distance import cdist
 from sklearn.cluster import KMeans
 
 from spatial_ae.data.corpus import TRAIN, UNLABELLED
-from spatial_ae.steps.evaluate import labelled_sample, load_keras_encoder
+from spatial_ae.mlflow_io.registry import load_keras_encoder
+from spatial_ae.steps.evaluate import labelled_sample
 from spatial_ae.data.features import MEL_DIM
 from spatial_ae.params import arguments, parse_step_params, step_arguments
 from spatial_ae.method.positions import (cosine_positions, dtw_distances, exemplar_clips, mean_anchor, mfcc_frames,

@@ -216,3 +216,15 @@ def load(uri: str, loader, fix: str):
         return loader(uri)
     except (mlflow.exceptions.MlflowException, OSError) as error:
         raise UserError(f"cannot load {uri} ({str(error).splitlines()[0]}). Fix: {fix}") from None
+
+
+def load_keras_encoder(encoder_uri: str) -> keras.Model:
+    """The Keras encoder (MFCC in) behind a registered or logged encoder URI; a UserError naming the fix."""
+    def loader(uri: str) -> keras.Model:
+        try:
+            return mlflow.pyfunc.load_model(uri).unwrap_python_model().encoder
+        except (AttributeError, mlflow.exceptions.MlflowException):
+            return mlflow.keras.load_model(uri)
+
+    return load(encoder_uri, loader, f"pass -P encoder_uri=models:/{ENCODER_NAME}/N of a registered encoder (run "
+                                     f"main or pretrain first)")

@@ -14,9 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import mlflow
 import numpy as np
 
-from spatial_ae.mlflow_io import tracking
+from spatial_ae.mlflow_io import registry, tracking
 from spatial_ae.mlflow_io.pyfunc import CLIPS_PER_CALL
 from spatial_ae.data.audio import MAX_ABS_SAMPLE, AudioError, load_clip, wav_files
 from spatial_ae.errors import UserError
@@ -55,17 +56,13 @@ def corpus_files(corpus: str) -> tuple[list[str], list[str] | None]:
 def embed(encoder_uri: str, corpus: str, output_path: str, cluster=None) -> str:
     """Embed every readable clip of `corpus` with the encoder, write Parquet to `output_path` (returned).
     `cluster` (runs.spark.Cluster): its executors read and embed the clips."""
-    import mlflow
-
-    from spatial_ae.mlflow_io import registry
-
     params = dict(encoder_uri=encoder_uri, corpus=corpus, output_path=output_path,
                   spark_master="" if cluster is None else cluster.master)
     tracking.check_tracking_server()
     check_embed_paths(corpus, output_path)
     files, words = corpus_files(corpus)
     output = output_path if "://" in output_path else str(Path(output_path).expanduser().absolute())
-    fix = "pass -P encoder_uri=models:/spatial-ae-encoder/N of a registered encoder (run main or pretrain first)"
+    fix = f"pass -P encoder_uri=models:/{registry.ENCODER_NAME}/N of a registered encoder (run main or pretrain first)"
     model = registry.load(encoder_uri, mlflow.pyfunc.load_model if cluster is None else mlflow.models.get_model_info, fix)
     with tracking.step_run("embed", params, run_name="embed"):
         started = time.monotonic()

@@ -38,19 +38,10 @@ def evaluate(featurize_run_id: str, encoder_uri: str, settings: EvaluateSettings
     """Run the evaluate step; returns the summary metrics of the models."""
     params = {"featurize_run_id": featurize_run_id, "encoder_uri": encoder_uri} | settings.params() | {"seed": seed}
     tracking.check_tracking_server()
-    encoder = registry.load(encoder_uri, load_keras_encoder,
-                            "pass -P encoder_uri=models:/spatial-ae-encoder/N of a registered encoder (run pretrain first)")
+    encoder = registry.load_keras_encoder(encoder_uri)
     feature_set = load_feature_set(featurize_run_id)
     with tracking.step_run("evaluate", params, run_name=f"evaluate-seed{seed}"):
         return evaluate_encoder(feature_set, encoder_uri, settings, seed, encoder=encoder)
-
-
-def load_keras_encoder(encoder_uri: str) -> keras.Model:
-    """The Keras encoder (MFCC in) behind a registered or logged encoder URI."""
-    try:
-        return mlflow.pyfunc.load_model(encoder_uri).unwrap_python_model().encoder
-    except (AttributeError, mlflow.exceptions.MlflowException):
-        return mlflow.keras.load_model(encoder_uri)
 
 
 def labelled_sample(feature_set: FeatureSet, lbl_trai_size: int, seed: int,
@@ -86,7 +77,7 @@ def evaluate_encoder(feature_set: FeatureSet, encoder_uri: str, settings: Evalua
     if len(train) == 0 or len(stop) == 0:
         raise ValueError(f"the labelled pool has {len(feature_set.indices(TRAIN))} clips: too few to train and early-stop")
     mlflow.log_metrics({"labelled_train_clips": len(train), "early_stopping_clips": len(stop), "test_clips": len(test)})
-    encoder = load_keras_encoder(encoder_uri) if encoder is None else encoder
+    encoder = registry.load_keras_encoder(encoder_uri) if encoder is None else encoder
     embeddings = np.asarray(encoder.predict(feature_set.mfcc, batch_size=1024, verbose=0), dtype=np.float32)
     num_classes = len(feature_set.words)
     labels = feature_set.labels

@@ -27,7 +27,7 @@ from spatial_ae.data.audio import MAX_ABS_SAMPLE, AudioError, load_clip, wav_fil
 from spatial_ae.data.corpus import LIST_FILES, TEST, TRAIN, UNLABELLED, read_corpus_dir
 from spatial_ae.errors import UserError
 from spatial_ae.method.metrics import check_word_metric_names
-from spatial_ae.steps.evaluate import train_and_test, load_keras_encoder
+from spatial_ae.steps.evaluate import train_and_test
 from spatial_ae.data.features import featurize_files
 from spatial_ae.method.models import build_dnn_probe
 from spatial_ae.method.training import seed_everything
@@ -120,8 +120,7 @@ def train_keyword_spotter(encoder_uri: str, data_dir: str, dnn_epochs: int = 500
     as `spatial-ae-kws` (aliases `newest`, and `champion` for the best test accuracy); returns its URI."""
     params = dict(encoder_uri=encoder_uri, data_dir=data_dir, dnn_epochs=dnn_epochs, patience=patience, seed=seed)
     tracking.check_tracking_server()
-    encoder = registry.load(encoder_uri, load_keras_encoder,
-                    "pass -P encoder_uri=models:/spatial-ae-encoder/N of a registered encoder (run pretrain first)")
+    encoder = registry.load_keras_encoder(encoder_uri)
     data = load_labelled_set(data_dir, seed)
     with tracking.step_run("kws", params, run_name=f"kws-seed{seed}") as run:
         mlflow.log_metrics({"train_clips": len(data.train), "early_stopping_clips": len(data.stop),
