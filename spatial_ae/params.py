@@ -130,7 +130,7 @@ FEATURIZE = (*FEATURIZE, SPARK_MASTER)
 RECIPE_OPTION_PARAMS = tuple(
     Param(spec.name, get_type_hints(Recipe)[spec.name], None, f"{spec.metadata['help']}; empty = from the recipe",
           optional=True,
-          **{key: value for key, value in spec.metadata.items() if key != "help"})
+          **{key: value for key, value in spec.metadata.items() if key not in ("help", "position")})
     for spec in fields(Recipe) if spec.name != "name")
 
 PRETRAIN_HYPERPARAMETERS = (

@@ -17,6 +17,11 @@ def option(help: str, **check) -> dict:
     return {"help": help, **check}
 
 
+def position_option(help: str, **check) -> dict:
+    """`option` of one that acts only through the position head: it does not decide a plain auto-encoder."""
+    return option(help, **check) | {"position": True}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A recipe resolved: the preset's options with the explicitly given ones on top. Defaults are the paper's."""
@@ -24,18 +29,18 @@ class Recipe:
     standardize_inputs: bool = field(default=False, metadata=option(
         "standardise the MFCC with unlabelled-set statistics, inside the encoder (the reconstruction target is then "
         "the standardised MFCC)"))
-    standardize_positions: bool = field(default=False, metadata=option(
+    standardize_positions: bool = field(default=False, metadata=position_option(
         "z-score each position target over the unlabelled set"))
-    position_features: str = field(default="power_mel", metadata=option(
+    position_features: str = field(default="power_mel", metadata=position_option(
         "position target: cosine distance of the power_mel (the paper) or log_mel to the anchors, or mfcc_dtw: "
         "dynamic-time-warping distance of the MFCC frames (c1-c19, standardised) to exemplar clips",
         choices=POSITION_FEATURES))
-    num_anchors: int = field(default=1, metadata=option(
+    num_anchors: int = field(default=1, metadata=position_option(
         "1 = the paper's mean anchor; k > 1 = k-means centres of the unlabelled position features (k distances as "
         "target; for mfcc_dtw the k clips nearest the centres)", low=1))
     position_loss_weight: float = field(default=1.0, metadata=option(
         "weight of the position loss; 0 trains the plain auto-encoder (the ablation)", low=0.0))
-    balance_losses: bool = field(default=False, metadata=option(
+    balance_losses: bool = field(default=False, metadata=position_option(
         "scale the position loss so that both heads start equal (each loss divided by the MSE of predicting its "
         "target's mean)"))
     embedding_dim: int = field(default=75, metadata=option(
@@ -109,7 +114,7 @@ class PretrainSettings:
         return self.loop() | self.recipe.identity()
 
 
-POSITION_OPTIONS = ("recipe", "standardize_positions", "position_features", "num_anchors", "balance_losses")
+POSITION_OPTIONS = ("recipe", *(spec.name for spec in fields(Recipe) if spec.metadata.get("position")))
 
 
 @dataclass(frozen=True)

@@ -115,9 +115,9 @@ def read_fsdd(root: Path, labelled: str = FSDD_DEFAULT_LABELLED, test: str = FSD
     split_of_speaker = fsdd_split_of_speaker(labelled, test)
     clips, others = [], set()
     for file in sorted(recordings.glob("*.wav")):
-        digit, speaker, _ = file.stem.split("_", 2)
+        digit, speaker, *_ = file.stem.split("_", 2) + ["", ""]
         if speaker not in split_of_speaker or not digit.isdigit() or int(digit) > 9:
-            others.add(speaker)
+            others.add(speaker or file.name)
             continue
         clips.append(Clip(root, f"recordings/{file.name}", DIGIT_WORDS[int(digit)], split_of_speaker[speaker]))
     warnings = [f"{root}: clips of unknown speakers or digits left out: {', '.join(sorted(others))}"] if others else []

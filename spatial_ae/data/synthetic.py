@@ -23,7 +23,6 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import firwin, resample_poly
 
-from spatial_ae.data.corpus import which_set
 from spatial_ae.data import corpus
 
 WORDS_V001: tuple[str, ...] = (
@@ -171,7 +170,7 @@ def _speaker(seed: int, index: int) -> dict:
         "voice": voice,
         "pitch": int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
         "rate": int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1)),
-        "split": which_set(f"{speaker_id}_nohash_0.wav"),
+        "split": corpus.which_set(f"{speaker_id}_nohash_0.wav"),
     }
 
 
