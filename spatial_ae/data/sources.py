@@ -23,42 +23,38 @@ FSDD_DEFAULT_LABELLED, FSDD_DEFAULT_TEST = "theo", "yweweler"
 
 
 @dataclass(frozen=True)
-class CorpusOptions:
-    """What a source may need besides the dataset's name."""
-    synthetic_clips_per_word: int = 100
-    seed: int = 0
-    include_unknown_silence: bool = False
-
-
-@dataclass(frozen=True)
 class Source:
-    """One form of the `dataset` parameter: whether a value has that form, and the corpus it names."""
+    """One form of the `dataset` parameter: whether a value has that form, and the corpus it names (`open` takes
+    the dataset and open_corpus's options as keywords, using those it needs)."""
     matches: Callable[[str], bool]
-    open: Callable[[str, CorpusOptions], Corpus]
+    open: Callable[..., Corpus]
 
 
-def _synthetic(dataset: str, options: CorpusOptions) -> Corpus:
+def _synthetic(dataset: str, synthetic_clips_per_word: int, seed: int, **_) -> Corpus:
     from spatial_ae.data.synthetic import synthetic_corpus
 
-    root = synthetic_corpus(clips_per_word=options.synthetic_clips_per_word, seed=options.seed)
-    return read_corpus_dir(root, name=f"synthetic-cpw{options.synthetic_clips_per_word}-seed{options.seed}",
-                           source=str(root))
+    root = synthetic_corpus(clips_per_word=synthetic_clips_per_word, seed=seed)
+    return read_corpus_dir(root, name=f"synthetic-cpw{synthetic_clips_per_word}-seed{seed}", source=str(root))
 
 
-def _downloaded(dataset: str, options: CorpusOptions) -> Corpus:
+def _fsdd(dataset: str, **_) -> Corpus:
+    return read_fsdd(*parse_fsdd(dataset))
+
+
+def _downloaded(dataset: str, include_unknown_silence: bool, **_) -> Corpus:
     from spatial_ae.data.download import SPEECH_COMMANDS_URLS, download_speech_commands
 
     return read_corpus_dir(download_speech_commands(dataset), name=dataset, source=SPEECH_COMMANDS_URLS[dataset],
-                           include_unknown_silence=options.include_unknown_silence)
+                           include_unknown_silence=include_unknown_silence)
 
 
-def _folder(dataset: str, options: CorpusOptions) -> Corpus:
-    return read_corpus_dir(Path(dataset).expanduser(), include_unknown_silence=options.include_unknown_silence)
+def _folder(dataset: str, include_unknown_silence: bool, **_) -> Corpus:
+    return read_corpus_dir(Path(dataset).expanduser(), include_unknown_silence=include_unknown_silence)
 
 
 SOURCES = (
     Source(lambda dataset: dataset == SYNTHETIC, _synthetic),
-    Source(lambda dataset: dataset.startswith(FSDD_PREFIX), lambda dataset, _: read_fsdd(*parse_fsdd(dataset))),
+    Source(lambda dataset: dataset.startswith(FSDD_PREFIX), _fsdd),
     Source(lambda dataset: dataset in DOWNLOADABLE, _downloaded),
     Source(lambda dataset: Path(dataset).expanduser().exists(), _folder),
 )
@@ -68,10 +64,10 @@ def open_corpus(dataset: str, synthetic_clips_per_word: int = 100, seed: int = 0
                 include_unknown_silence: bool = False) -> Corpus:
     """The corpus named by the `dataset` parameter (the first source it matches).
     `include_unknown_silence` keeps the `_unknown_` and `_silence_` folders as classes (12-class protocol)."""
-    options = CorpusOptions(synthetic_clips_per_word, seed, include_unknown_silence)
     for source in SOURCES:
         if source.matches(dataset):
-            return source.open(dataset, options)
+            return source.open(dataset, synthetic_clips_per_word=synthetic_clips_per_word, seed=seed,
+                               include_unknown_silence=include_unknown_silence)
     raise CorpusError(
         f"dataset {dataset!r} is neither 'synthetic', one of {', '.join(DOWNLOADABLE)}, {FSDD_PREFIX}/path, nor an "
         f"existing directory. Fix: pass -P dataset=/path/to/folder with one sub-folder of WAVs per word.")
