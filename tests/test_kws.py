@@ -111,15 +111,20 @@ def test_keyword_spotter_on_fsdd_digits(sqlite_tracking, speech_commands_sample,
     assert predict_run.data.metrics["skipped_clips"] == 2  # the empty file and the loud one, not the batch
 
 
+def jackson_digits(fsdd, root, takes: int):
+    """A plain labelled folder <digit>/<clip>.wav of jackson's first `takes` takes of 0 and 1 (links into FSDD)."""
+    for digit in (0, 1):
+        (root / str(digit)).mkdir(parents=True)
+        for take in range(takes):
+            name = f"{digit}_jackson_{take}.wav"
+            (root / str(digit) / name).symlink_to(fsdd / "recordings" / name)
+    return root
+
+
 def test_a_clip_whose_features_overflow_is_skipped_not_trained_on(fsdd, tmp_path):
     """A float WAV of huge samples reads, but its MFCC is infinite: featurize_files skips it for every caller
     (the kws step used to train on it, and stopped on NaN losses)."""
-    root = tmp_path / "loud"
-    for digit in (0, 1):
-        (root / str(digit)).mkdir(parents=True)
-        for take in range(10):
-            name = f"{digit}_jackson_{take}.wav"
-            (root / str(digit) / name).symlink_to(fsdd / "recordings" / name)
+    root = jackson_digits(fsdd, tmp_path / "loud", takes=10)
     soundfile.write(root / "1" / "loud.wav", np.full(16000, 1e30, np.float32), 16000, subtype="FLOAT")
     data = load_labelled_set(root, seed=0)
     assert [name for name, _ in data.skipped] == ["1/loud.wav"] and "infinite" in data.skipped[0][1]
@@ -127,12 +132,7 @@ def test_a_clip_whose_features_overflow_is_skipped_not_trained_on(fsdd, tmp_path
 
 
 def test_plain_folder_is_split_per_word_and_unreadable_clips_are_skipped(fsdd, tmp_path):
-    root = tmp_path / "plain"
-    for digit in (0, 1):
-        (root / str(digit)).mkdir(parents=True)
-        for take in range(20):
-            name = f"{digit}_jackson_{take}.wav"
-            (root / str(digit) / name).symlink_to(fsdd / "recordings" / name)
+    root = jackson_digits(fsdd, tmp_path / "plain", takes=20)
     (root / "1" / "truncated.wav").write_bytes((fsdd / "recordings" / "1_jackson_0.wav").read_bytes()[:30])
     data = load_labelled_set(root, seed=3)
     assert data.words == ("0", "1") and len(data.skipped) == 1 and "truncated.wav" in data.skipped[0][0]
