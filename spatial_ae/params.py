@@ -319,7 +319,7 @@ def check_step_params(step: str, params: dict[str, Any]) -> None:
     if step == "embed":
         from spatial_ae.steps.embed import check_embed_paths
 
-        check_embed_paths(params["corpus"], params["output_path"])
+        check_embed_paths(params["corpus"], params["output_path"], params["spark_master"])
     seed, simulations = params.get("seed"), params.get("num_simulations", 1)
     if seed is not None and seed + simulations - 1 > MAX_SEED:
         raise ParameterError(f"parameter seed={seed} with num_simulations={simulations}: simulation k uses seed + k - 1, "

@@ -254,6 +254,7 @@ def test_embed_on_spark_equals_in_process_and_skips_unreadable_clips(main_on_spa
                                          .info.run_id).data.tags["encoder_uri"]
     tables = {}
     for master in ("", cluster):
+        (tmp_path / f"out{bool(master)}").mkdir()  # an empty folder is a new output, here and on Spark
         output = embed(encoder_uri, str(corpus), str(tmp_path / f"out{bool(master)}"), spark.cluster(master))
         tables[master] = pd.read_parquet(output).sort_values("path", ignore_index=True)
         run = runs_of(postgres_tracking["experiment_id"], f"tags.`{STEP_TAG}` = 'embed' and params.spark_master = '{master}'")[0]
@@ -394,3 +395,5 @@ def test_embed_refuses_a_missing_corpus_and_an_existing_output(tmp_path):
     with pytest.raises(UserError, match="already exists"):
         parse_step_params("embed", {"corpus": str(tmp_path / "corpus"), "output_path": str(tmp_path / "taken")})
     assert parse_step_params("embed", {"corpus": str(tmp_path / "corpus"), "output_path": str(tmp_path / "new")})
+    with pytest.raises(UserError, match="only a Spark cluster writes"):  # not a local folder named "s3a:"
+        parse_step_params("embed", {"corpus": str(tmp_path / "corpus"), "output_path": "s3a://bucket/embeddings"})

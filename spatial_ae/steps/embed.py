@@ -26,11 +26,15 @@ log = logging.getLogger(__name__)
 
 
 
-def check_embed_paths(corpus: str, output_path: str) -> None:
-    """Before any work: the corpus exists and the output is a new path (nothing is overwritten)."""
+def check_embed_paths(corpus: str, output_path: str, spark_master: str = "") -> None:
+    """Before any work: the corpus exists and the output is a new path (nothing is overwritten), a URI only where
+    a Spark cluster writes it."""
     if not Path(corpus).expanduser().exists():
         raise UserError(f"corpus {corpus!r} does not exist. Fix: pass -P corpus=<a folder of WAV files or a text "
                         f"file of their paths>")
+    if "://" in output_path and not spark_master:
+        raise UserError(f"output_path {output_path!r} is a URI, which only a Spark cluster writes. Fix: pass "
+                        f"-P spark_master=... or a local folder as -P output_path=...")
     output = Path(output_path).expanduser()
     if "://" not in output_path and output.exists() and not (output.is_dir() and not any(output.iterdir())):
         raise UserError(f"output_path {output_path!r} already exists. Fix: pass a new -P output_path=... or "
@@ -59,11 +63,14 @@ def embed(encoder_uri: str, corpus: str, output_path: str, cluster=None) -> str:
     params = dict(encoder_uri=encoder_uri, corpus=corpus, output_path=output_path,
                   spark_master="" if cluster is None else cluster.master)
     tracking.check_tracking_server()
-    check_embed_paths(corpus, output_path)
+    check_embed_paths(corpus, output_path, "" if cluster is None else cluster.master)
     files, words = corpus_files(corpus)
     output = output_path if "://" in output_path else str(Path(output_path).expanduser().absolute())
+    if cluster is not None and Path(output).is_dir():
+        Path(output).rmdir()  # an empty folder (check_embed_paths): Spark writes only to a path that is new
     fix = f"pass -P encoder_uri=models:/{registry.ENCODER_NAME}/N of a registered encoder (run main or pretrain first)"
-    model = registry.load(encoder_uri, mlflow.pyfunc.load_model if cluster is None else mlflow.models.get_model_info, fix)
+    model = registry.load(encoder_uri, mlflow.pyfunc.load_model if cluster is None else mlflow.models.get_model_info,
+                          fix)
     with tracking.step_run("embed", params, run_name="embed"):
         started = time.monotonic()
         skipped = (_embed_here(model, files, words, output) if cluster is None
