@@ -61,8 +61,8 @@ class Simulation:
 @dataclass
 class Cache:
     """What the simulations of one process share within one workflow: the encoder pretrained for each (pretrain
-    identity, seed), retrained never, and the MFCC baselines of each labelled sample (they need no encoder)."""
-    encoders: dict[str, str] = field(default_factory=dict)
+    identity, seed) with its registered URI, retrained never, and the MFCC baselines of each labelled sample."""
+    encoders: dict[str, tuple] = field(default_factory=dict)  # identity -> (registered URI, Keras encoder)
     baselines: dict = field(default_factory=dict)
 
 
@@ -90,15 +90,15 @@ def run_simulation(simulation: Simulation, cache: Cache) -> str:
                                key=key, tags={WORKFLOW_TAG: simulation.key, SIMULATION_TAG: str(simulation.index)},
                                parent_run_id=None if nested_here else simulation.parent_run_id) as run:
             encoder_key = json.dumps({**simulation.pretrain.identity(), "seed": simulation.seed}, sort_keys=True)
-            encoder_uri = cache.encoders.get(encoder_key)
-            if encoder_uri is None:
+            if encoder_key not in cache.encoders:
                 log.info("simulation %d (seed %d): pretraining", simulation.index, simulation.seed)
-                encoder_uri = cache.encoders[encoder_key] = train_and_register(
+                cache.encoders[encoder_key] = train_and_register(
                     feature_set, simulation.featurize_run_id, simulation.pretrain, simulation.seed)
+            encoder_uri, encoder = cache.encoders[encoder_key]
             mlflow.set_tag("encoder_uri", encoder_uri)
             log.info("simulation %d: evaluating %s", simulation.index, encoder_uri)
             evaluate_encoder(feature_set, encoder_uri, simulation.evaluate, simulation.seed,
-                             baselines=cache.baselines)
+                             baselines=cache.baselines, encoder=encoder)
             return run.info.run_id
 
 

@@ -47,7 +47,7 @@ def pretrain(featurize_run_id: str, settings: PretrainSettings, seed: int) -> st
     check_anchors(len(feature_set.indices(UNLABELLED)), settings.recipe)
     params = {"featurize_run_id": featurize_run_id} | settings.params() | {"seed": seed}
     with tracking.step_run("pretrain", params, run_name=f"pretrain-seed{seed}"):
-        return train_and_register(feature_set, featurize_run_id, settings, seed)
+        return train_and_register(feature_set, featurize_run_id, settings, seed)[0]
 
 
 def input_normalizer(unlabelled_mfcc: np.ndarray) -> keras.layers.Normalization:
@@ -96,8 +96,10 @@ def synthetic_voices(count: int, rng: np.random.Generator) -> tuple[np.ndarray, 
     return table.mfcc[table.ok], table.mel[table.ok]
 
 
-def train_and_register(feature_set, featurize_run_id: str, settings: PretrainSettings, seed: int) -> str:
-    """Train an auto-encoder in the active run, log and register its encoder; returns the registered URI.
+def train_and_register(feature_set, featurize_run_id: str, settings: PretrainSettings,
+                       seed: int) -> tuple[str, keras.Model]:
+    """Train an auto-encoder in the active run, log and register its encoder; returns the registered URI and the
+    encoder itself (MFCC in), so that a caller evaluates it without loading it back.
 
     The recipe decides the inputs, the position targets and the loss weights. Early stopping watches 10% of the
     feature set's unlabelled clips, never augmented or extra clips.
@@ -142,6 +144,7 @@ def train_and_register(feature_set, featurize_run_id: str, settings: PretrainSet
         patience=settings.patience, batch_size=settings.batch_size, prefix="ae", min_epochs=settings.ae_min_epochs)
     audio_uri, keras_uri = registry.log_encoder(encoder, x[:5])
     dataset = mlflow.get_run(featurize_run_id).data.tags.get("dataset", "")
-    return registry.register(audio_uri, tags={
+    uri = registry.register(audio_uri, tags={
         "featurize_run_id": featurize_run_id, "dataset": dataset, **recipe.params(),
         "keras_model_uri": keras_uri, "pretrain_run_id": mlflow.active_run().info.run_id, "seed": seed})
+    return uri, encoder
